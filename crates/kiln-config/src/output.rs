@@ -1,0 +1,296 @@
+//! Output formats an image may ask for, and the options each accepts.
+//!
+//! Only the names and options live here; the writers that produce the files
+//! belong to a later crate and never read the configuration.
+
+use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
+use crate::schema::{split_replace, type_error};
+use crate::value::{Kind, Value};
+
+/// An artifact format (closed set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutputFormat {
+    /// The root as a directory.
+    Dir,
+    /// POSIX tar.
+    Tar,
+    /// Gzip-compressed tar.
+    TarGz,
+    /// Zstandard-compressed tar.
+    TarZst,
+    /// XZ-compressed tar.
+    TarXz,
+    /// newc cpio, gzip-compressed (an initramfs).
+    CpioGz,
+    /// newc cpio, zstd-compressed.
+    CpioZst,
+    /// The variant's own layer as a gzip cpio with overlayfs whiteouts.
+    OverlayCpioGz,
+    /// `SquashFS` of the full root.
+    Squashfs,
+    /// `SquashFS` of the variant's own layer.
+    OverlaySquashfs,
+    /// A raw ext4 filesystem image.
+    Ext4,
+    /// A GPT disk image.
+    Raw,
+    /// A qcow2 disk image.
+    Qcow2,
+    /// A fixed-size VHD disk image.
+    Vhd,
+    /// A VMDK disk image.
+    Vmdk,
+    /// An OCI image layout directory.
+    Oci,
+    /// An OCI image layout as a tar archive.
+    OciTar,
+    /// A `ThreeFold` flist.
+    Flist,
+}
+
+impl OutputFormat {
+    /// Every format, in documentation order.
+    pub const ALL: &'static [OutputFormat] = &[
+        Self::Dir,
+        Self::Tar,
+        Self::TarGz,
+        Self::TarZst,
+        Self::TarXz,
+        Self::CpioGz,
+        Self::CpioZst,
+        Self::OverlayCpioGz,
+        Self::Squashfs,
+        Self::OverlaySquashfs,
+        Self::Ext4,
+        Self::Raw,
+        Self::Qcow2,
+        Self::Vhd,
+        Self::Vmdk,
+        Self::Oci,
+        Self::OciTar,
+        Self::Flist,
+    ];
+
+    /// The name used in `outputs`, which is also the file suffix.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dir => "dir",
+            Self::Tar => "tar",
+            Self::TarGz => "tar.gz",
+            Self::TarZst => "tar.zst",
+            Self::TarXz => "tar.xz",
+            Self::CpioGz => "cpio.gz",
+            Self::CpioZst => "cpio.zst",
+            Self::OverlayCpioGz => "overlay.cpio.gz",
+            Self::Squashfs => "squashfs",
+            Self::OverlaySquashfs => "overlay.squashfs",
+            Self::Ext4 => "ext4",
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
+            Self::Vhd => "vhd",
+            Self::Vmdk => "vmdk",
+            Self::Oci => "oci",
+            Self::OciTar => "oci.tar",
+            Self::Flist => "flist",
+        }
+    }
+
+    /// The format with this name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|f| f.name() == name)
+    }
+
+    /// The options this format accepts.
+    #[must_use]
+    pub fn options(self) -> &'static [OptionSpec] {
+        use OptionKind::{Integer, OneOf, Size, Text};
+        const LEVEL: OptionSpec = OptionSpec::new("level", Integer);
+        const SIZE: OptionSpec = OptionSpec::new("size", Size);
+        const HEADROOM: OptionSpec = OptionSpec::new("headroom", Size);
+        const LABEL: OptionSpec = OptionSpec::new("label", Text);
+        const FIRMWARE: OptionSpec =
+            OptionSpec::new("firmware", OneOf(&["bios", "uefi", "hybrid"]));
+        const SQUASH: &[OptionSpec] = &[
+            OptionSpec::new("compression", OneOf(&["zstd", "xz", "gzip", "lz4"])),
+            LEVEL,
+            OptionSpec::new("block_size", Size),
+        ];
+        const DISK: &[OptionSpec] = &[SIZE, HEADROOM, LABEL, FIRMWARE];
+        const LEVEL_ONLY: &[OptionSpec] = &[LEVEL];
+        const EXT4: &[OptionSpec] = &[SIZE, HEADROOM, LABEL];
+        const OCI: &[OptionSpec] = &[OptionSpec::new("tag", Text)];
+        const FLIST: &[OptionSpec] = &[OptionSpec::new("store", Text)];
+        match self {
+            Self::Dir | Self::Tar => &[],
+            Self::TarGz
+            | Self::TarZst
+            | Self::TarXz
+            | Self::CpioGz
+            | Self::CpioZst
+            | Self::OverlayCpioGz => LEVEL_ONLY,
+            Self::Squashfs | Self::OverlaySquashfs => SQUASH,
+            Self::Ext4 => EXT4,
+            Self::Raw | Self::Qcow2 | Self::Vhd | Self::Vmdk => DISK,
+            Self::Oci | Self::OciTar => OCI,
+            Self::Flist => FLIST,
+        }
+    }
+}
+
+/// An option a format accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionSpec {
+    /// Its name.
+    pub name: &'static str,
+    /// What it holds.
+    pub kind: OptionKind,
+}
+
+impl OptionSpec {
+    const fn new(name: &'static str, kind: OptionKind) -> Self {
+        Self { name, kind }
+    }
+}
+
+/// What an option holds.
+#[derive(Clone, Copy, Debug)]
+pub enum OptionKind {
+    /// An integer.
+    Integer,
+    /// Any string.
+    Text,
+    /// `"auto"`, a byte count, or a size such as `"2G"`, `"512M"`.
+    Size,
+    /// One of a fixed set of strings.
+    OneOf(&'static [&'static str]),
+}
+
+/// Parses a size: a byte count or a number with a `K`, `M`, `G` or `T`
+/// suffix (powers of 1024; an optional `iB`/`B` is accepted).
+#[must_use]
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let s = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix('B'))
+        .unwrap_or(s);
+    let (digits, shift) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 10),
+        'M' | 'm' => (&s[..s.len() - 1], 20),
+        'G' | 'g' => (&s[..s.len() - 1], 30),
+        'T' | 't' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+fn format_names() -> String {
+    OutputFormat::ALL
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_format_name(v: &Value, diags: &mut Diagnostics) -> Option<OutputFormat> {
+    let Some(name) = v.as_str() else {
+        diags.push(type_error(v, "a format name (string)"));
+        return None;
+    };
+    let found = OutputFormat::from_name(name);
+    if found.is_none() {
+        diags.push(
+            Diagnostic::at(
+                &v.origin,
+                format!("unknown output format `{name}`"),
+                did_you_mean(name, OutputFormat::ALL.iter().map(|f| f.name())),
+            )
+            .with_help(format!("formats: {}", format_names())),
+        );
+    }
+    found
+}
+
+/// Checks an `outputs` list: names, and each table's options for its format.
+pub(crate) fn check_outputs(v: &Value, diags: &mut Diagnostics) {
+    let Some(items) = v.as_array() else {
+        diags.push(type_error(v, "a list of formats"));
+        return;
+    };
+    for item in items {
+        match &item.kind {
+            Kind::String(_) => {
+                check_format_name(item, diags);
+            }
+            Kind::Table(t) => {
+                let Some(format_entry) = t.get("format") else {
+                    diags.push(Diagnostic::at(
+                        &item.origin,
+                        "output table without `format`".to_string(),
+                        "add `format = \"...\"`",
+                    ));
+                    continue;
+                };
+                let Some(format) = check_format_name(&format_entry.value, diags) else {
+                    continue;
+                };
+                let specs = format.options();
+                let mut names: Vec<&str> = specs.iter().map(|s| s.name).collect();
+                names.push("format");
+                for (key, entry) in t {
+                    let (key, _) = split_replace(key);
+                    if key == "format" {
+                        continue;
+                    }
+                    match specs.iter().find(|s| s.name == key) {
+                        Some(spec) => check_option(spec, &entry.value, diags),
+                        None => diags.push(
+                            Diagnostic::at(
+                                &entry.key,
+                                format!("format `{}` has no option `{key}`", format.name()),
+                                did_you_mean(key, names.iter().copied()),
+                            )
+                            .with_help(if specs.is_empty() {
+                                format!("`{}` takes no options", format.name())
+                            } else {
+                                format!(
+                                    "options of `{}`: {}",
+                                    format.name(),
+                                    names[..names.len() - 1].join(", ")
+                                )
+                            }),
+                        ),
+                    }
+                }
+            }
+            _ => diags.push(type_error(item, "a format name or a table with `format`")),
+        }
+    }
+}
+
+fn check_option(spec: &OptionSpec, v: &Value, diags: &mut Diagnostics) {
+    let ok = match (spec.kind, &v.kind) {
+        (OptionKind::Integer, Kind::Integer(_))
+        | (OptionKind::Text, Kind::String(_))
+        | (OptionKind::Size, Kind::Integer(0..)) => true,
+        (OptionKind::Size, Kind::String(s)) => s == "auto" || parse_size(s).is_some(),
+        (OptionKind::OneOf(options), Kind::String(s)) => options.contains(&s.as_str()),
+        _ => false,
+    };
+    if !ok {
+        let expected = match spec.kind {
+            OptionKind::Integer => "an integer".to_string(),
+            OptionKind::Text => "a string".to_string(),
+            OptionKind::Size => "`\"auto\"` or a size such as `\"2G\"`".to_string(),
+            OptionKind::OneOf(options) => format!("one of {}", options.join(", ")),
+        };
+        diags.push(Diagnostic::at(
+            &v.origin,
+            format!("invalid value for option `{}`", spec.name),
+            format!("expected {expected}"),
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! Command-line arguments (stage one of two: raw flags; `settings` resolves
+//! them).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "kiln builds OS images from a tree of declarative definitions.";
+
+const LONG_ABOUT: &str = "\
+kiln builds OS images from a tree of declarative definitions.
+
+A tree is a folder with a `kiln.toml` at its root (package sources, defaults,
+the variant matrix, output settings) and one folder per image below it, each
+holding an `image.toml`. An image starts `from` a distribution bootstrap
+(`debian:bookworm`) or from another image of the tree, and the matrix
+(`[dimensions]`) multiplies images into variants: one per combination of keys.
+
+Start with `kiln init mytree && kiln plan mytree`.";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  a build failed
+  2  usage or configuration error (nothing was changed)";
+
+/// The `kiln` command line.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// When to use colours.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+}
+
+/// When to use colours.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ColorChoice {
+    /// When writing to a terminal and `NO_COLOR` is not set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the variants a build would produce, in build order.
+    ///
+    /// Expands every image over the variant matrix, links each variant to the
+    /// one it builds on and computes its input digest: a hash of its resolved
+    /// configuration, the files of its image folder and its parent's digest.
+    /// A variant is rebuilt exactly when its digest changes.
+    ///
+    /// Examples:
+    ///   kiln plan                      the tree in the current folder
+    ///   kiln plan images --only app    variants of `app` (and what they build on)
+    ///   kiln plan --only bookworm uefi bookworm variants that also hold `uefi`
+    ///   kiln plan --skip trixie --json machine-readable, without trixie
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
+    Plan(PlanArgs),
+
+    /// Write a small working example tree: a base image and a child, over two suites.
+    ///
+    /// The tree uses the host's apt sources, so it plans and builds on a Debian
+    /// machine as it is. Refuses to overwrite an existing `kiln.toml`.
+    #[command(after_help = EXIT_CODES)]
+    Init(InitArgs),
+}
+
+/// Which variants to act on.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Keep only variants of these images, or holding these dimension keys.
+    ///
+    /// Keys of one dimension are alternatives (`--only bookworm trixie`);
+    /// keys of different dimensions must all be held (`--only bookworm uefi`).
+    /// Ancestors of kept variants are always planned.
+    #[arg(long, num_args = 1.., value_name = "IMAGE|KEY")]
+    pub only: Vec<String>,
+
+    /// Leave out variants of these images or holding any of these keys, and
+    /// everything built on them.
+    #[arg(long, num_args = 1.., value_name = "IMAGE|KEY")]
+    pub skip: Vec<String>,
+}
+
+/// `kiln plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Print JSON: {"variants":[{"name","image","keys","parent","digest","action"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiln init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the tree (created if missing).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
