@@ -16,6 +16,7 @@
 //! Fragments are folded left to right in a fixed order (defaults, dimension
 //! keys in dimension order, the image, mandatory). The empty table is the
 //! identity, and for fragments without resets (no empty collections, no `!`)
+//! whose keys each hold one type (which the schema check guarantees)
 //! merging is associative; property tests check both. Resets are deliberately
 //! not associative: a reset clears what came *before it in the fold*.
 

@@ -95,6 +95,15 @@ pub fn plan(tree: &Tree, selection: &Selection) -> Result<Plan, Vec<Diagnostic>>
     if !diags.is_empty() {
         return Err(diags.into_vec());
     }
+    if tree.images.is_empty() {
+        // On a partial tree, unreadable images were reported already.
+        if tree.broken_images.is_empty() {
+            return Err(vec![Diagnostic::new(format!("no images in `{}`", tree.root.display())).with_help(
+                "an image is a folder below the root holding an `image.toml`; `kiln init` writes an example",
+            )]);
+        }
+        return Ok(plan);
+    }
     let plan = selection.apply(tree, plan);
     if plan.variants.is_empty() {
         return Err(vec![Diagnostic::new("the selection matches no variant").with_help(

@@ -27,7 +27,9 @@ impl<'a> TreeSource<'a> {
         for i in 0..count {
             let f = map.get(kiln_config::FileId::from_index(i));
             files.push((f.display.clone(), f.text.as_str(), base));
-            base += f.text.len() + 1;
+            // A gap of two bytes keeps miette from joining the last line of one
+            // file and the first of the next into one snippet.
+            base += f.text.len() + 2;
         }
         Self { files }
     }
@@ -85,13 +87,8 @@ impl fmt::Debug for Rendered<'_> {
 
 impl fmt::Display for Rendered<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.diag.message)?;
-        if let Some(p) = &self.diag.path {
-            if !self.diag.message.contains(&p.display().to_string()) {
-                write!(f, " ({})", p.display())?;
-            }
-        }
-        Ok(())
+        // Messages without a span name their file themselves.
+        f.write_str(&self.diag.message)
     }
 }
 
@@ -162,6 +159,10 @@ pub fn render(map: &SourceMap, diags: &[Diagnostic], style: Style) -> String {
         out.push('\n');
     }
     let n = diags.len();
-    let _ = writeln!(out, "error: {n} problem{} found; nothing was changed", if n == 1 { "" } else { "s" });
+    let _ = writeln!(
+        out,
+        "error: {n} problem{} found; nothing was changed",
+        if n == 1 { "" } else { "s" }
+    );
     out
 }

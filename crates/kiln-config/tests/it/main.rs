@@ -1,0 +1,5 @@
+//! Tests of `kiln-config` through its public API.
+
+mod interpolate;
+mod merge;
+mod sources;

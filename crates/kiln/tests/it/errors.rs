@@ -1,0 +1,251 @@
+//! Every kind of bad input: a snapshot of its message, and exit code 2.
+
+use crate::{SOURCES, TestTree, kiln};
+
+/// Runs `kiln plan` on a tree that must fail, and returns stderr.
+fn fail(files: &[(&str, &str)], extra: &[&str]) -> String {
+    let tree = TestTree::new(files);
+    let mut args = vec!["plan", "."];
+    args.extend(extra);
+    let run = kiln(tree.path(), &args);
+    assert_eq!(run.code, 2, "exit code 2 expected; stderr:\n{}", run.stderr);
+    assert!(run.stdout.is_empty(), "nothing on stdout: {}", run.stdout);
+    run.stderr
+}
+
+/// `kiln.toml`: `extra` first, so its top-level keys stay top-level.
+fn root(extra: &str) -> String {
+    format!("{extra}\n{SOURCES}")
+}
+
+const SUITES: &str = "
+[dimensions.suite.bookworm]
+[dimensions.suite.trixie]
+";
+
+#[test]
+fn unknown_field_suggests_the_closest() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\"\npakages = [\"curl\"]\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn wrong_types() {
+    let err = fail(
+        &[
+            (
+                "kiln.toml",
+                &root("[defaults]\nkernel = \"yes\"\n[output]\nepoch = \"soon\"\n"),
+            ),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\"\npackages = \"curl\"\nusers = [{ name = \"a\", uid = \"1000\" }]\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn unknown_parent_image() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            ("base/image.toml", "from = \"debian:bookworm\"\n"),
+            ("app/image.toml", "from = \"bsae\"\n"),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn cycles_are_printed() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            ("a/image.toml", "from = \"c\"\n"),
+            ("b/image.toml", "from = \"a\"\n"),
+            ("c/image.toml", "from = \"b\"\n"),
+            ("self/image.toml", "from = \"self\"\n"),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn unknown_keys_in_only_when_and_exclude() {
+    let err = fail(
+        &[
+            (
+                "kiln.toml",
+                &root(&format!(
+                    "exclude = [[\"bookworm\", \"uefy\"]]\n[defaults.when.trixy]\nhostname = \"t\"\n{SUITES}"
+                )),
+            ),
+            (
+                "base/image.toml",
+                "from = \"debian:{suite}\"\nexclude = [\"sid\"]\n",
+            ),
+        ],
+        &["--only", "bookwrm", "--skip", "nothing"],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn interpolation_of_an_unknown_dimension() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root(SUITES)),
+            (
+                "base/image.toml",
+                "from = \"debian:{suite}\"\ndescription = \"for {arch}\"\n",
+            ),
+            (
+                "one/image.toml",
+                "from = \"debian:bookworm\"\nhostname = \"h-{suite}\"\n[matrix]\nsuite = false\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn two_images_with_one_name() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            ("a/base/image.toml", "from = \"debian:bookworm\"\n"),
+            ("b/base/image.toml", "from = \"debian:bookworm\"\n"),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn a_matrix_that_excludes_every_variant() {
+    let err = fail(
+        &[
+            (
+                "kiln.toml",
+                &root(&format!("exclude = [[\"bookworm\"]]\n{SUITES}\n")),
+            ),
+            (
+                "base/image.toml",
+                "from = \"debian:{suite}\"\nexclude = [\"trixie\"]\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn invalid_toml_reports_every_syntax_error() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\npackages = [curl]\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn unreadable_files() {
+    let tree = TestTree::new(&[
+        ("kiln.toml", &root("")),
+        ("bin/image.toml", ""),
+        ("dir/placeholder", ""),
+    ]);
+    std::fs::write(
+        tree.path().join("bin/image.toml"),
+        b"from = \"debian:bookworm\"\n\xff\xfe\n",
+    )
+    .expect("write");
+    // A folder where image.toml should be a file.
+    std::fs::create_dir_all(tree.path().join("dir/image.toml")).expect("mkdir");
+    let run = kiln(tree.path(), &["plan", "."]);
+    assert_eq!(run.code, 2);
+    insta::assert_snapshot!(run.stderr);
+}
+
+#[test]
+fn missing_kiln_toml() {
+    let tree = TestTree::new(&[("base/image.toml", "from = \"debian:bookworm\"\n")]);
+    let run = kiln(tree.path(), &["plan", "."]);
+    assert_eq!(run.code, 2);
+    insta::assert_snapshot!(
+        run.stderr
+            .replace(&tree.path().display().to_string(), "[TREE]")
+    );
+}
+
+#[test]
+fn missing_script_and_bad_paths() {
+    let err = fail(
+        &[
+            (
+                "kiln.toml",
+                &root("[defaults]\nrun = [\"shared/missing.sh\"]\n"),
+            ),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\"\nrun = [\"setup.sh\", \"../escape.sh\"]\nfiles = [{ path = \"etc/motd\", content = \"hi\" }]\n",
+            ),
+            (
+                "ok/image.toml",
+                "from = \"debian:bookworm\"\nrun = [\"setup.sh\"]\nfiles = [{ path = \"/etc/a\", source = \"a.txt\" }]\n",
+            ),
+            ("ok/a.txt", "a\n"),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn parent_without_a_matching_variant() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root(SUITES)),
+            (
+                "base/image.toml",
+                "from = \"debian:{suite}\"\n[matrix]\nsuite = [\"bookworm\"]\n",
+            ),
+            ("app/image.toml", "from = \"base\"\n"),
+            (
+                "flat/image.toml",
+                "from = \"base\"\n[matrix]\nsuite = false\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let tree = TestTree::new(&[]);
+    let run = kiln(tree.path(), &["plan", "--no-such-flag"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--no-such-flag"), "{}", run.stderr);
+}
