@@ -1,0 +1,114 @@
+//! Against the real Debian archive, through the host's apt sources.
+//!
+//! Set `KILN_SKIP_NETWORK_TESTS=1` to skip where there is no network.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use kiln_debian::{
+    AptSource, Architecture, BaseSet, DebianSource, DistributionSource, NoProgress,
+    RepositoryOptions, ResolveRequest,
+};
+
+const HOST_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+
+/// Reads the `Types: deb` stanzas of a deb822 `.sources` file.
+fn host_sources(path: &Path) -> Vec<AptSource> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let mut fields = std::collections::HashMap::new();
+        for line in stanza.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if let Some((key, value)) = line.split_once(':') {
+                if !key.starts_with(' ') {
+                    fields.insert(key.trim().to_owned(), value.trim().to_owned());
+                }
+            }
+        }
+        let words = |key: &str| -> Vec<String> {
+            fields
+                .get(key)
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        if !words("Types").iter().any(|t| t == "deb") {
+            continue;
+        }
+        out.push(AptSource {
+            uris: words("URIs"),
+            suites: words("Suites"),
+            components: words("Components"),
+            keyring: fields.get("Signed-By").map_or_else(
+                || PathBuf::from(kiln_debian::keyring::DEBIAN_ARCHIVE_KEYRING),
+                PathBuf::from,
+            ),
+        });
+    }
+    out
+}
+
+#[test]
+fn resolves_bookworm_minbase_like_mmdebstrap() {
+    if std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some() || !Path::new(HOST_SOURCES).exists() {
+        return;
+    }
+    let sources = host_sources(Path::new(HOST_SOURCES));
+    assert!(!sources.is_empty());
+    assert_eq!(
+        sources[0].suites[0], "bookworm",
+        "the test expects bookworm sources"
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let mut debian = DebianSource::new(
+        sources.clone(),
+        Architecture::default(),
+        RepositoryOptions::new(cache.path()),
+    )
+    .unwrap();
+    debian.fetch_indexes(&NoProgress).unwrap();
+    let request = ResolveRequest {
+        base: BaseSet::Required,
+        ..ResolveRequest::default()
+    };
+    let set = debian.resolve(&request).unwrap();
+    let names: Vec<&str> = set.names().collect();
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "no duplicate names");
+    for required in [
+        "apt",
+        "dpkg",
+        "base-files",
+        "libc6",
+        "bash",
+        "coreutils",
+        "mawk",
+        "debian-archive-keyring",
+    ] {
+        assert!(unique.contains(required), "{required} is in minbase");
+    }
+    // mmdebstrap --variant=minbase bookworm installs 96 packages (see NOTES.md);
+    // leave room for point releases adding or dropping a library.
+    assert!(
+        (90..=105).contains(&names.len()),
+        "{} packages: {names:?}",
+        names.len()
+    );
+    if let Ok(dump) = std::env::var("KILN_DUMP_MINBASE") {
+        let lines: Vec<String> = set
+            .packages
+            .iter()
+            .map(|p| format!("{} {}\n", p.name, p.version))
+            .collect();
+        std::fs::write(dump, lines.concat()).unwrap();
+    }
+
+    // A warm run needs only the InRelease round-trips, and offline mode none.
+    let mut offline_options = RepositoryOptions::new(cache.path());
+    offline_options.offline = true;
+    let mut offline = DebianSource::new(sources, Architecture::default(), offline_options).unwrap();
+    offline.fetch_indexes(&NoProgress).unwrap();
+    assert_eq!(offline.resolve(&request).unwrap(), set);
+}

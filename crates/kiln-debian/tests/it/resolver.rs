@@ -1,0 +1,447 @@
+//! Resolver behaviour on small synthetic indexes.
+
+use kiln_debian::index::parse_packages;
+use kiln_debian::{
+    Architecture, BaseSet, Error, LockFile, PackageIndex, PackageRequest, ResolveRequest, Resolver,
+};
+use proptest::prelude::*;
+
+/// One stanza; `extra` holds more fields, one per line.
+fn stanza(name: &str, version: &str, extra: &str) -> String {
+    let mut s = format!("Package: {name}\nVersion: {version}\n");
+    if !extra.contains("Architecture:") {
+        s.push_str("Architecture: amd64\n");
+    }
+    for line in extra.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        s.push_str(line);
+        s.push('\n');
+    }
+    let digest = format!("{:064x}", fxhash(&format!("{name}{version}{extra}")));
+    s + &format!("Filename: pool/{name}_{version}.deb\nSize: 100\nSHA256: {digest}\n\n")
+}
+
+fn fxhash(s: &str) -> u128 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u128, |h, b| {
+        (h ^ u128::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn index(suite: &str, stanzas: &[String]) -> PackageIndex {
+    PackageIndex {
+        uri: "http://mirror.invalid/debian".into(),
+        suite: suite.into(),
+        codename: Some(suite.into()),
+        component: "main".into(),
+        pin_priority: 500,
+        packages: parse_packages(&stanzas.concat(), suite).unwrap(),
+    }
+}
+
+fn request(packages: &[&str]) -> ResolveRequest {
+    ResolveRequest {
+        base: BaseSet::None,
+        base_suite: None,
+        packages: packages.iter().map(|p| p.parse().unwrap()).collect(),
+    }
+}
+
+fn resolve(indexes: &[PackageIndex], packages: &[&str]) -> Result<Vec<String>, Error> {
+    let arch = Architecture::default();
+    let set = Resolver::new(indexes, &arch).resolve(&request(packages))?;
+    Ok(set
+        .packages
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.version))
+        .collect())
+}
+
+#[test]
+fn first_satisfiable_alternative_wins() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: missing | b | c"),
+            stanza("b", "1", ""),
+            stanza("c", "1", ""),
+        ],
+    )];
+    assert_eq!(resolve(&idx, &["a"]).unwrap(), ["a=1", "b=1"]);
+}
+
+#[test]
+fn alternative_already_in_the_set_is_preferred() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: b | c"),
+            stanza("b", "1", ""),
+            stanza("c", "1", ""),
+        ],
+    )];
+    assert_eq!(resolve(&idx, &["a", "c"]).unwrap(), ["a=1", "c=1"]);
+}
+
+#[test]
+fn versioned_alternative_falls_through() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: b (>= 2) | c"),
+            stanza("b", "1", ""),
+            stanza("c", "1", ""),
+        ],
+    )];
+    assert_eq!(resolve(&idx, &["a"]).unwrap(), ["a=1", "c=1"]);
+}
+
+#[test]
+fn virtual_packages_and_versioned_provides() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("mua", "1", "Depends: mta, libfoo-abi (>= 2)"),
+            stanza("zmta", "1", "Provides: mta\nPriority: optional"),
+            stanza("amta", "1", "Provides: mta\nPriority: extra"),
+            stanza("libfoo2", "2.1", "Provides: libfoo-abi (= 2.1)"),
+            stanza("libfoo-old", "1", "Provides: libfoo-abi"),
+        ],
+    )];
+    // The provider with the better priority wins over the first by name;
+    // an unversioned Provides cannot satisfy a versioned dependency.
+    assert_eq!(
+        resolve(&idx, &["mua"]).unwrap(),
+        ["libfoo2=2.1", "mua=1", "zmta=1"]
+    );
+}
+
+#[test]
+fn alternative_that_would_conflict_is_skipped() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: b | c"),
+            stanza("b", "1", "Conflicts: x"),
+            stanza("c", "1", ""),
+            stanza("x", "1", ""),
+        ],
+    )];
+    assert_eq!(resolve(&idx, &["x", "a"]).unwrap(), ["a=1", "c=1", "x=1"]);
+}
+
+#[test]
+fn conflict_names_both_packages() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("web", "1", "Depends: libssl"),
+            stanza("libssl", "1", "Breaks: legacy (<< 2)"),
+            stanza("legacy", "1", ""),
+        ],
+    )];
+    let err = resolve(&idx, &["legacy", "web"]).unwrap_err();
+    insta::assert_snapshot!(err, @"Failed to install `libssl` together with `legacy`: `libssl` breaks `legacy (<< 2)` (adding `web -> libssl` to a set holding `legacy`)");
+    let idx = [index(
+        "s",
+        &[stanza("a", "1", "Conflicts: b"), stanza("b", "1", "")],
+    )];
+    let err = resolve(&idx, &["a", "b"]).unwrap_err();
+    insta::assert_snapshot!(err, @"Failed to install `a` together with `b`: `a` conflicts with `b` (adding `b` to a set holding `a`)");
+}
+
+#[test]
+fn conflicts_with_own_provides_are_ignored() {
+    let idx = [index(
+        "s",
+        &[stanza("postfix", "1", "Provides: mta\nConflicts: mta")],
+    )];
+    assert_eq!(resolve(&idx, &["postfix"]).unwrap(), ["postfix=1"]);
+}
+
+#[test]
+fn unsatisfiable_dependency_names_the_chain() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("openssh-server", "1", "Depends: openssh-client"),
+            stanza("openssh-client", "1", "Depends: libfoo (>= 2)"),
+            stanza("libfoo", "1.0", ""),
+            stanza("libfoo", "0.9", ""),
+        ],
+    )];
+    let err = resolve(&idx, &["openssh-server"]).unwrap_err();
+    insta::assert_snapshot!(err, @"Failed to resolve `openssh-server -> openssh-client -> libfoo (>= 2)`: no version satisfies; available: 1.0, 0.9");
+    let idx = [index(
+        "s",
+        &[stanza(
+            "openssh-server",
+            "1",
+            "Depends: libfoo (>= 2) | libbar",
+        )],
+    )];
+    let err = resolve(&idx, &["openssh-server"]).unwrap_err();
+    insta::assert_snapshot!(err, @"Failed to resolve `openssh-server -> libfoo (>= 2) | libbar`: no version satisfies; available: libfoo (none), libbar (none)");
+}
+
+#[test]
+fn unknown_package_and_pins() {
+    let idx = [index(
+        "s",
+        &[stanza("a", "2.0", ""), stanza("a", "1.0", "")],
+    )];
+    insta::assert_snapshot!(resolve(&idx, &["nope"]).unwrap_err(), @"Failed to find package `nope` in any configured source");
+    assert_eq!(resolve(&idx, &["a"]).unwrap(), ["a=2.0"]);
+    assert_eq!(resolve(&idx, &["a=1.0"]).unwrap(), ["a=1.0"]);
+    insta::assert_snapshot!(resolve(&idx, &["a=3"]).unwrap_err(), @"Failed to find version `3` of package `a`; available: 2.0, 1.0");
+    insta::assert_snapshot!("a (>= 1)".parse::<PackageRequest>().unwrap_err(), @"Failed to parse package request `a (>= 1)`: expected `name` or `name=version`");
+}
+
+#[test]
+fn candidate_is_highest_version_then_first_source() {
+    let main = index(
+        "bookworm",
+        &[stanza("a", "1.0", ""), stanza("b", "1.0", "")],
+    );
+    let security = index(
+        "bookworm-security",
+        &[stanza("a", "1.0+deb12u1", ""), stanza("b", "1.0", "")],
+    );
+    let arch = Architecture::default();
+    let both = [main, security];
+    let set = Resolver::new(&both, &arch)
+        .resolve(&request(&["a", "b"]))
+        .unwrap();
+    assert_eq!(set.get("a").unwrap().suite, "bookworm-security");
+    assert_eq!(
+        set.get("b").unwrap().suite,
+        "bookworm",
+        "equal versions: first source"
+    );
+    let reversed = [both[1].clone(), both[0].clone()];
+    let set = Resolver::new(&reversed, &arch)
+        .resolve(&request(&["a", "b"]))
+        .unwrap();
+    assert_eq!(set.get("a").unwrap().suite, "bookworm-security");
+    assert_eq!(set.get("b").unwrap().suite, "bookworm-security");
+}
+
+#[test]
+fn not_automatic_suites_lose_to_default_ones() {
+    let main = index("bookworm", &[stanza("a", "1.0", "")]);
+    let mut backports = index("bookworm-backports", &[stanza("a", "2.0", "")]);
+    backports.pin_priority = 100;
+    let idx = [main, backports];
+    assert_eq!(resolve(&idx, &["a"]).unwrap(), ["a=1.0"]);
+    assert_eq!(resolve(&idx, &["a=2.0"]).unwrap(), ["a=2.0"]);
+}
+
+#[test]
+fn base_sets_follow_mmdebstrap() {
+    let main = index(
+        "bookworm",
+        &[
+            stanza(
+                "dpkg",
+                "1",
+                "Essential: yes\nPriority: required\nDepends: libc6",
+            ),
+            stanza("libc6", "1", "Priority: optional"),
+            stanza("mawk", "1", "Priority: required"),
+            stanza("apt", "1", "Priority: important"),
+            stanza("vim", "1", "Priority: important"),
+            stanza("i386-only", "1", "Essential: yes\nArchitecture: i386"),
+        ],
+    );
+    let other = index(
+        "bookworm-backports",
+        &[stanza("extra", "1", "Essential: yes")],
+    );
+    let idx = [main, other];
+    let arch = Architecture::default();
+    let resolver = Resolver::new(&idx, &arch);
+    let names = |base: BaseSet| {
+        let request = ResolveRequest {
+            base,
+            base_suite: Some("bookworm".into()),
+            packages: vec![],
+        };
+        resolver
+            .resolve(&request)
+            .unwrap()
+            .names()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(BaseSet::Essential), ["dpkg", "libc6"]);
+    assert_eq!(names(BaseSet::Required), ["apt", "dpkg", "libc6", "mawk"]);
+    assert_eq!("minbase".parse::<BaseSet>().unwrap(), BaseSet::Required);
+    insta::assert_snapshot!("buildd".parse::<BaseSet>().unwrap_err(), @"Failed to parse base set `buildd`: expected one of `essential`, `required`, `minbase`");
+}
+
+#[test]
+fn multi_arch_qualifiers() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("tool", "1", "Depends: perl:any, libz:amd64, python3:native"),
+            stanza("perl", "1", "Multi-Arch: allowed"),
+            stanza("libz", "1", "Multi-Arch: same"),
+            stanza("python3", "1", "Architecture: all"),
+            stanza("strict", "1", "Depends: notallowed:any"),
+            stanza("notallowed", "1", ""),
+            stanza("foreign", "1", "Depends: libz:i386"),
+            stanza("libz", "1", "Architecture: i386\nMulti-Arch: same"),
+        ],
+    )];
+    assert_eq!(
+        resolve(&idx, &["tool"]).unwrap(),
+        ["libz=1", "perl=1", "python3=1", "tool=1"]
+    );
+    insta::assert_snapshot!(resolve(&idx, &["strict"]).unwrap_err(), @"Failed to resolve `strict -> notallowed:any`: no version satisfies; available: 1");
+    insta::assert_snapshot!(resolve(&idx, &["foreign"]).unwrap_err(), @"Failed to resolve `foreign -> libz:i386`: no version satisfies; available: 1");
+}
+
+#[test]
+fn locked_mode_reproduces_the_lock_exactly() {
+    let old = [index(
+        "s",
+        &[stanza("a", "1", "Depends: b"), stanza("b", "1", "")],
+    )];
+    let arch = Architecture::default();
+    let set = Resolver::new(&old, &arch)
+        .resolve(&request(&["a"]))
+        .unwrap();
+    let lock = LockFile::from_install_set(&set);
+
+    // The archive moved on: b 2 is the candidate now, b 1 is still there.
+    let newer = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: b"),
+            stanza("b", "2", ""),
+            stanza("b", "1", ""),
+        ],
+    )];
+    let resolver = Resolver::new(&newer, &arch);
+    assert_eq!(
+        resolver
+            .resolve(&request(&["a"]))
+            .unwrap()
+            .get("b")
+            .unwrap()
+            .version
+            .as_str(),
+        "2"
+    );
+    assert_eq!(
+        resolver.resolve_locked(&request(&["a"]), &lock).unwrap(),
+        set
+    );
+
+    // b 1 is gone from the archive.
+    let gone = [index(
+        "s",
+        &[stanza("a", "1", "Depends: b"), stanza("b", "2", "")],
+    )];
+    let err = Resolver::new(&gone, &arch)
+        .resolve_locked(&request(&["a"]), &lock)
+        .unwrap_err();
+    insta::assert_snapshot!(err.to_string().replace(&lock.packages[1].sha256, "<sha256>"), @"Failed to find locked package `b=1` (amd64, sha256 <sha256>) in any configured source");
+
+    // The request grew: c is needed but not locked.
+    let more = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: b"),
+            stanza("b", "1", ""),
+            stanza("c", "1", ""),
+        ],
+    )];
+    let err = Resolver::new(&more, &arch)
+        .resolve_locked(&request(&["a", "c"]), &lock)
+        .unwrap_err();
+    insta::assert_snapshot!(err, @"Failed to resolve in locked mode: `request` needs `c`, which is not in the lock file; resolve without `--locked` to update it");
+
+    // The request shrank: b is locked but no longer needed.
+    let err = Resolver::new(&more, &arch)
+        .resolve_locked(
+            &request(&["b"]),
+            &LockFile::from_install_set(
+                &Resolver::new(&more, &arch)
+                    .resolve(&request(&["a", "c"]))
+                    .unwrap(),
+            ),
+        )
+        .unwrap_err();
+    insta::assert_snapshot!(err, @"Failed to resolve in locked mode: `a` is in the lock file but no longer needed; resolve without `--locked` to update it");
+}
+
+/// Alternatives of one dependency: (target package, operator, version).
+type Alternatives = Vec<(u8, u8, u8)>;
+/// A package: (name, version, dependencies).
+type Stanza = (u8, u8, Vec<Alternatives>);
+
+fn universe() -> impl Strategy<Value = Vec<Stanza>> {
+    // Up to 8 packages p0..p7, each with 1-2 versions and up to 3
+    // dependencies of 1-2 alternatives (target, operator, version).
+    prop::collection::vec(
+        (
+            0u8..8,
+            1u8..4,
+            prop::collection::vec(prop::collection::vec((0u8..9, 0u8..6, 1u8..4), 1..3), 0..3),
+        ),
+        1..12,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever resolves is closed under dependencies, has one version per
+    /// name, and resolving again gives the same answer.
+    #[test]
+    fn resolution_is_closed_and_deterministic(universe in universe(), roots in prop::collection::vec(0u8..8, 1..3)) {
+        let ops = ["", "<<", "<=", "=", ">=", ">>"];
+        let mut stanzas = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, version, deps) in &universe {
+            if !seen.insert((name, version)) {
+                continue;
+            }
+            let depends: Vec<String> = deps.iter().map(|alts| {
+                alts.iter().map(|(t, op, v)| {
+                    if *op == 0 { format!("p{t}") } else { format!("p{t} ({} {v})", ops[*op as usize]) }
+                }).collect::<Vec<_>>().join(" | ")
+            }).collect();
+            let extra = if depends.is_empty() { String::new() } else { format!("Depends: {}", depends.join(", ")) };
+            stanzas.push(stanza(&format!("p{name}"), &version.to_string(), &extra));
+        }
+        let idx = [index("s", &stanzas)];
+        let arch = Architecture::default();
+        let resolver = Resolver::new(&idx, &arch);
+        let roots: Vec<String> = roots.iter().map(|r| format!("p{r}")).collect();
+        let req = ResolveRequest {
+            base: BaseSet::None,
+            base_suite: None,
+            packages: roots.iter().map(|r| r.parse().unwrap()).collect(),
+        };
+        let first = resolver.resolve(&req);
+        let second = resolver.resolve(&req);
+        prop_assert_eq!(format!("{first:?}"), format!("{second:?}"));
+        if let Ok(set) = first {
+            for pkg in &set.packages {
+                let record = idx[0].packages.iter().find(|p| p.name == pkg.name && p.version == pkg.version).unwrap();
+                for dep in &record.depends {
+                    let ok = dep.alternatives.iter().any(|rel| {
+                        set.get(&rel.name).is_some_and(|chosen| {
+                            rel.constraint.as_ref().is_none_or(|c| c.satisfied_by(&chosen.version))
+                        })
+                    });
+                    prop_assert!(ok, "{} {}: `{}` is not satisfied in {:?}", pkg.name, pkg.version, dep, set.names().collect::<Vec<_>>());
+                }
+            }
+            for root in &roots {
+                prop_assert!(set.get(root).is_some());
+            }
+        }
+    }
+}
