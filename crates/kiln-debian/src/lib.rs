@@ -41,15 +41,16 @@ pub mod repository;
 pub mod resolve;
 pub mod source;
 mod store;
+pub mod target;
 mod transport;
 pub mod version;
 
 pub use debian::DebianSource;
 pub use error::{Chain, Conflict, Error};
-pub use lock::{LockFile, LockedPackage};
+pub use lock::{LockFile, LockedPackage, TreeLock};
 pub use package_cache::{CachedPackage, PackageCache};
 pub use progress::{Event, NoProgress, Progress};
-pub use repository::{PackageIndex, Repository, RepositoryOptions};
+pub use repository::{IndexFiles, PackageIndex, Repository, RepositoryOptions};
 pub use resolve::{BaseSet, InstallSet, PackageRequest, ResolveRequest, ResolvedPackage, Resolver};
 pub use source::{AptSource, Architecture, DistributionSource};
 pub use transport::RetryPolicy;

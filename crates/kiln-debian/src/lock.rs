@@ -118,6 +118,97 @@ impl LockFile {
     }
 }
 
+/// The locks of every variant of a tree: the file `kiln.lock`.
+///
+/// Each variant that resolves packages has its own entry, keyed by variant
+/// name, holding a [`LockFile`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeLock {
+    /// Locks by variant name.
+    pub variants: std::collections::BTreeMap<String, LockFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TreeLockToml {
+    version: u32,
+    #[serde(default, rename = "variant")]
+    variants: Vec<VariantToml>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantToml {
+    name: String,
+    #[serde(default, rename = "package")]
+    packages: Vec<LockedPackage>,
+}
+
+impl TreeLock {
+    /// Parses `kiln.lock` text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
+        let raw: TreeLockToml = toml::from_str(text).map_err(|source| Error::ParseLock {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        if raw.version != LOCK_VERSION {
+            return Err(Error::LockVersion {
+                path: path.to_owned(),
+                version: raw.version,
+            });
+        }
+        let variants = raw
+            .variants
+            .into_iter()
+            .map(|v| {
+                let mut packages = v.packages;
+                packages.sort_by(|a, b| a.name.cmp(&b.name));
+                (v.name, LockFile { packages })
+            })
+            .collect();
+        Ok(Self { variants })
+    }
+
+    /// Reads `path`; a missing file is an empty lock.
+    pub fn read_or_default(path: &Path) -> Result<Self, Error> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(Error::LockIo {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// The TOML text, deterministic for equal locks (variants by name).
+    pub fn to_toml(&self) -> Result<String, Error> {
+        let raw = TreeLockToml {
+            version: LOCK_VERSION,
+            variants: self
+                .variants
+                .iter()
+                .map(|(name, lock)| VariantToml {
+                    name: name.clone(),
+                    packages: lock.packages.clone(),
+                })
+                .collect(),
+        };
+        let body = toml::to_string(&raw).map_err(|source| Error::SerializeLock { source })?;
+        Ok(format!(
+            "# kiln.lock: the exact packages of each variant; written by kiln, do not edit.\n{body}"
+        ))
+    }
+
+    /// Writes `path` atomically.
+    pub fn write(&self, path: &Path) -> Result<(), Error> {
+        store::write_atomic(path, self.to_toml()?.as_bytes()).map_err(|e| match e {
+            Error::Cache { path, source } => Error::LockIo { path, source },
+            other => other,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +250,23 @@ mod tests {
         filename = "pool/main/g/glibc/libc6_2.36-9+deb12u4_amd64.deb"
         suite = "bookworm"
         "#);
+    }
+
+    #[test]
+    fn tree_lock_round_trips_by_variant() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiln.lock");
+        assert_eq!(
+            TreeLock::read_or_default(&path).unwrap(),
+            TreeLock::default()
+        );
+        let mut lock = TreeLock::default();
+        lock.variants.insert("base-trixie".into(), sample());
+        lock.variants.insert("base-bookworm".into(), sample());
+        lock.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.find("base-bookworm").unwrap() < text.find("base-trixie").unwrap());
+        assert_eq!(TreeLock::read_or_default(&path).unwrap(), lock);
     }
 
     #[test]

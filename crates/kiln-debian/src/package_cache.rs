@@ -87,6 +87,7 @@ impl PackageCache {
             path: self.dir.clone(),
             source,
         })?;
+        remove_stale_partials(&self.dir);
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
@@ -176,8 +177,9 @@ impl PackageCache {
             let path = path.to_owned();
             move |source| Error::Cache { path, source }
         };
+        let prefix = format!("{PARTIAL}{}-", std::process::id());
         let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
+            .prefix(&prefix)
             .suffix(".deb")
             .tempfile_in(&self.dir)
             .map_err(cache_err(&self.dir))?;
@@ -223,11 +225,41 @@ impl PackageCache {
                 actual_size,
             });
         }
-        tmp.as_file().sync_all().map_err(cache_err(&tmp_path))?;
+        // Every build on the machine shares the cache: readable by all. No
+        // fsync: an entry is re-verified on every use, so one torn by a crash
+        // is found and fetched again.
+        set_readable(tmp.as_file()).map_err(cache_err(&tmp_path))?;
         tmp.persist(&path).map_err(|e| Error::Cache {
             path: path.clone(),
             source: e.error,
         })?;
         Ok((cached, false))
     }
+}
+
+/// Prefix of downloads in progress: `.partial-<pid>-<random>.deb`.
+const PARTIAL: &str = ".partial-";
+
+/// Removes partial downloads left by processes that are gone (a build killed
+/// mid-download); they are never trusted, but they take space.
+fn remove_stale_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PARTIAL)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn set_readable(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
 }

@@ -77,6 +77,23 @@ pub struct PackageIndex {
     pub pin_priority: i32,
     /// The stanzas, in file order.
     pub packages: Vec<Package>,
+    /// Where the verified index and its verified `InRelease`/`Release` are
+    /// kept, for giving the target's apt the same view (`None` for indexes
+    /// not read from a repository, as in tests).
+    pub files: Option<IndexFiles>,
+}
+
+/// The verified files behind a [`PackageIndex`], in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFiles {
+    /// The index as downloaded (compressed), verified by SHA256.
+    pub index: PathBuf,
+    /// Its path below `dists/<suite>/` (`main/binary-amd64/Packages.xz`).
+    pub index_path: String,
+    /// The verified `InRelease` (or `Release`) that lists it.
+    pub release: PathBuf,
+    /// The release file's name: `InRelease` or `Release`.
+    pub release_name: &'static str,
 }
 
 /// Fetches and verifies archive metadata.
@@ -309,6 +326,16 @@ impl Repository {
             message: "the file is not UTF-8".to_owned(),
         })?;
         let packages = index::parse_packages(&text, &origin)?;
+        let digest = verified
+            .release
+            .digest(&path)
+            .expect("chosen from the Release");
+        let release_dir = self.release_dir(&verified.uri, &verified.suite);
+        let release_name = if release_dir.join("InRelease").exists() {
+            "InRelease"
+        } else {
+            "Release"
+        };
         Ok(PackageIndex {
             uri: verified.uri.clone(),
             suite: verified.suite.clone(),
@@ -316,6 +343,12 @@ impl Repository {
             component: component.to_owned(),
             pin_priority: verified.release.default_pin_priority(),
             packages,
+            files: Some(IndexFiles {
+                index: self.index_path(&digest.sha256),
+                index_path: path,
+                release: release_dir.join(release_name),
+                release_name,
+            }),
         })
     }
 

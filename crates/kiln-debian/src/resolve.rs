@@ -110,6 +110,8 @@ pub struct ResolvedPackage {
     pub uri: String,
     /// Suite it was found in.
     pub suite: String,
+    /// `Essential: yes`: its preinst runs first when a root is assembled.
+    pub essential: bool,
 }
 
 impl ResolvedPackage {
@@ -374,6 +376,7 @@ impl<'a> State<'a, '_> {
                 filename: e.pkg.filename.clone(),
                 uri: e.index.uri.clone(),
                 suite: e.index.suite.clone(),
+                essential: e.pkg.essential,
             })
             .collect();
         packages.sort_by(|a, b| a.name.cmp(&b.name));

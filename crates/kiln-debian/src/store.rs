@@ -51,6 +51,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .tempfile_in(dir)
         .map_err(cache_err(dir))?;
     tmp.write_all(bytes).map_err(cache_err(tmp.path()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(cache_err(tmp.path()))?;
+    }
     tmp.as_file().sync_all().map_err(cache_err(path))?;
     tmp.persist(path).map_err(|e| Error::Cache {
         path: path.to_owned(),

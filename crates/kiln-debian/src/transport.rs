@@ -72,7 +72,11 @@ impl Transport {
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build();
         Self {
-            agent: config.into(),
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                CachingResolver::default(),
+            ),
             retry,
         }
     }
@@ -208,5 +212,49 @@ mod tests {
         let delays: Vec<_> = (1..=5).map(|a| policy.delay(a).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500]);
         assert_eq!(policy.delay(60), Duration::from_millis(500));
+    }
+}
+
+/// Resolves each host once per process.
+///
+/// ureq asks the resolver for every request, even one that then reuses a
+/// pooled connection; a hundred package downloads meant hundreds of DNS
+/// queries, and on a resolver that drops the odd UDP packet each loss
+/// stalled a download for glibc's 5-second retry. Mirrors do not move
+/// during a build.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    cache: std::sync::Mutex<
+        std::collections::HashMap<String, ureq::unversioned::resolver::ResolvedSocketAddrs>,
+    >,
+}
+
+impl ureq::unversioned::resolver::Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let key = format!(
+            "{}:{}",
+            uri.host().unwrap_or_default(),
+            uri.port_u16().unwrap_or(80)
+        );
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .map_err(|_| ureq::Error::HostNotFound)?
+            .get(&key)
+        {
+            return Ok(hit.clone());
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        self.cache
+            .lock()
+            .map_err(|_| ureq::Error::HostNotFound)?
+            .insert(key, addrs.clone());
+        Ok(addrs)
     }
 }

@@ -51,7 +51,7 @@ pub enum ColorChoice {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show the variants a build would produce, in build order.
+    /// Show the variants a build would produce, in build order
     ///
     /// Expands every image over the variant matrix, links each variant to the
     /// one it builds on and computes its input digest: a hash of its resolved
@@ -60,11 +60,41 @@ pub enum Command {
     ///
     /// Examples:
     ///   kiln plan                      the tree in the current folder
-    ///   kiln plan images --only app    variants of `app` (and what they build on)
+    ///   kiln plan mytree --only app    variants of `app` (and what they build on)
     ///   kiln plan --only bookworm uefi bookworm variants that also hold `uefi`
     ///   kiln plan --skip trixie --json machine-readable, without trixie
     #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     Plan(PlanArgs),
+
+    /// Build the selected variants.
+    ///
+    /// Bootstrap variants (`from = "debian:<suite>"`) are assembled from the
+    /// Debian archive: the `InRelease` signature is verified against the
+    /// source's keyring, package indexes and .debs are checked against their
+    /// SHA256 and cached (shared by every build on the machine), the
+    /// packages are unpacked into a fresh root and configured there with the
+    /// root's own dpkg. The result is `OUT/<variant>/rootfs/`; an earlier
+    /// result is replaced only once the new one is complete.
+    ///
+    /// The exact packages of each variant are recorded in `kiln.lock` at the
+    /// tree root. A build reuses a variant's locked packages while they still
+    /// satisfy its configuration; `kiln lock` refreshes them; `--locked`
+    /// installs exactly the lock or fails.
+    ///
+    /// Examples:
+    ///   kiln build                        every variant of the tree here
+    ///   kiln build mytree --only bookworm the bookworm variants
+    ///   kiln build --offline              from the cache, no network
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
+    Build(BuildArgs),
+
+    /// Resolve every bootstrap variant's packages again and rewrite `kiln.lock`.
+    ///
+    /// Fetches the current package indexes (verified), resolves each
+    /// variant's package set and records name, version, architecture, SHA256
+    /// and suite. Downloads no packages.
+    #[command(after_help = EXIT_CODES)]
+    Lock(LockArgs),
 
     /// Write a small working example tree: a base image and a child, over two suites.
     ///
@@ -104,6 +134,57 @@ pub struct PlanArgs {
     /// Print JSON: {"variants":[{"name","image","keys","parent","digest","action"}]}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where packages come from and are cached.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The shared package cache [default: `[cache] dir` of kiln.toml, else
+    /// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Make no network requests: use only indexes and packages an earlier
+    /// run verified and cached.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `kiln build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+
+    /// Install exactly what `kiln.lock` records; fail if it is missing or
+    /// no longer matches the configuration.
+    #[arg(long)]
+    pub locked: bool,
+
+    /// Packages unpacked in parallel.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub jobs: usize,
+}
+
+/// `kiln lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 /// `kiln init`.

@@ -3,10 +3,14 @@
 //! This is the only crate that prints or exits; libraries return values and
 //! diagnostics.
 
+mod build;
 mod cli;
 mod init;
 mod plan;
+mod progress;
 mod report;
+mod sources;
+mod staging;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -42,8 +46,17 @@ fn main() -> ExitCode {
             100
         },
     };
+    // Ctrl-C: the staged, unfinished results go; finished ones stay. Child
+    // processes (dpkg in the target) get the signal from the terminal too,
+    // and their mounts live in their own mount namespace.
+    let _ = ctrlc::set_handler(|| {
+        staging::remove_live();
+        std::process::exit(130);
+    });
     let result = match &cli.command {
         cli::Command::Plan(args) => plan::run(args, style),
+        cli::Command::Build(args) => build::run_build(args, style),
+        cli::Command::Lock(args) => build::run_lock(args, style),
         cli::Command::Init(args) => init::run(args),
     };
     match result {

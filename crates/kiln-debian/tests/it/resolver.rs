@@ -34,6 +34,7 @@ fn index(suite: &str, stanzas: &[String]) -> PackageIndex {
         component: "main".into(),
         pin_priority: 500,
         packages: parse_packages(&stanzas.concat(), suite).unwrap(),
+        files: None,
     }
 }
 

@@ -3,6 +3,7 @@
 // Test helpers are called for their values; no need to mark them.
 #![allow(clippy::must_use_candidate)]
 
+mod build;
 mod errors;
 mod init;
 mod plan;

@@ -1,0 +1,306 @@
+//! `kiln build` against the real Debian archive this machine reaches (the
+//! host's apt sources), checked with Debian's own tools.
+//!
+//! These tests need root (chroot, mounts) and the network; set
+//! `KILN_SKIP_NETWORK_TESTS=1` to skip them.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{TestTree, kiln};
+
+fn skip() -> bool {
+    if std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some() {
+        return true;
+    }
+    // /proc/self belongs to this process's user.
+    std::fs::metadata("/proc/self").map_or(1, |m| std::os::unix::fs::MetadataExt::uid(&m)) != 0
+}
+
+/// A shared cache for the tests of this binary, so each .deb is fetched once.
+fn cache() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("kiln-test-cache");
+    std::fs::create_dir_all(&dir).expect("cache dir");
+    dir
+}
+
+fn chroot(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("chroot")
+        .arg(root)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .expect("chroot runs")
+}
+
+fn tree(image: &str) -> TestTree {
+    TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        ("img/image.toml", image),
+    ])
+}
+
+fn build(t: &TestTree, extra: &[&str]) -> crate::Run {
+    let cache = cache();
+    let mut args = vec!["build", ".", "--cache-dir", cache.to_str().expect("utf-8")];
+    args.extend(extra);
+    kiln(t.path(), &args)
+}
+
+#[test]
+fn minbase_matches_mmdebstrap_and_passes_dpkg_and_apt_checks() {
+    if skip() {
+        return;
+    }
+    let t = tree("from = \"debian:bookworm\"\nvariant = \"minbase\"\n");
+    let run = build(&t, &[]);
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let root = t.path().join("out/img/rootfs");
+    assert!(t.path().join("kiln.lock").is_file(), "the lock is written");
+
+    let ours = chroot(
+        &root,
+        &[
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package}\t${Version}\t${db:Status-Status}\n",
+        ],
+    );
+    assert!(ours.status.success());
+    let ours = String::from_utf8(ours.stdout).expect("utf-8");
+    assert!(
+        ours.lines().all(|l| l.ends_with("\tinstalled")),
+        "every package configured:\n{ours}"
+    );
+
+    let audit = chroot(&root, &["dpkg", "--audit"]);
+    assert!(
+        audit.status.success() && audit.stdout.is_empty(),
+        "dpkg --audit: {}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+    let check = chroot(&root, &["apt-get", "check"]);
+    assert!(
+        check.status.success(),
+        "apt-get check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        !root.join("usr/sbin/policy-rc.d").exists(),
+        "policy-rc.d removed"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(root.to_str().expect("utf-8")),
+        "no mounts left under the root"
+    );
+
+    // The same package set and versions as mmdebstrap with the same sources.
+    if Command::new("mmdebstrap")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let mm = tempfile::tempdir().expect("tmp");
+        let target = mm.path().join("root");
+        let status = Command::new("mmdebstrap")
+            .args(["--variant=minbase", "--mode=root", "--quiet", "bookworm"])
+            .arg(&target)
+            .status()
+            .expect("mmdebstrap runs");
+        assert!(status.success());
+        let theirs = chroot(
+            &target,
+            &[
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package}\t${Version}\t${db:Status-Status}\n",
+            ],
+        );
+        assert_eq!(
+            ours,
+            String::from_utf8(theirs.stdout).expect("utf-8"),
+            "dpkg-query -W differs from mmdebstrap's"
+        );
+    }
+}
+
+#[test]
+fn openssh_server_and_busybox_build_and_sshd_config_is_valid() {
+    if skip() {
+        return;
+    }
+    let t = tree("from = \"debian:bookworm\"\npackages = [\"openssh-server\", \"busybox\"]\n");
+    let run = build(&t, &[]);
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let root = t.path().join("out/img/rootfs");
+    // At boot, the unit's RuntimeDirectory= creates /run/sshd; sshd -t wants it.
+    std::fs::create_dir_all(root.join("run/sshd")).expect("mkdir");
+    let sshd = chroot(&root, &["/usr/sbin/sshd", "-t"]);
+    assert!(
+        sshd.status.success(),
+        "sshd -t: {}",
+        String::from_utf8_lossy(&sshd.stderr)
+    );
+    let bb = chroot(&root, &["busybox", "true"]);
+    assert!(bb.status.success());
+    let dry = chroot(&root, &["apt-get", "install", "--dry-run", "-q", "curl"]);
+    assert!(
+        dry.status.success(),
+        "apt-get install --dry-run curl: {}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+}
+
+#[test]
+fn user_errors_stop_the_build_and_install_nothing() {
+    if skip() {
+        return;
+    }
+    for (image, needle) in [
+        (
+            "from = \"debian:bookworm\"\npackages = [\"no-such-package-kiln\"]\n",
+            "no-such-package-kiln",
+        ),
+        (
+            "from = \"debian:bookworm\"\npackages = [\"busybox=0.0-nope\"]\n",
+            "0.0-nope",
+        ),
+    ] {
+        let t = tree(image);
+        let run = build(&t, &[]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains(needle), "{}", run.stderr);
+        assert!(!t.path().join("out/img").exists(), "nothing installed");
+        assert!(!t.path().join("kiln.lock").exists(), "no lock written");
+    }
+}
+
+#[test]
+fn locked_builds_install_exactly_the_lock_and_offline_works_warm() {
+    if skip() {
+        return;
+    }
+    let t = tree("from = \"debian:bookworm\"\nvariant = \"essential\"\n");
+    // No lock yet: --locked refuses.
+    let run = build(&t, &["--locked"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("kiln lock"), "{}", run.stderr);
+    let lock = kiln(
+        t.path(),
+        &["lock", ".", "--cache-dir", cache().to_str().expect("utf-8")],
+    );
+    assert_eq!(lock.code, 0, "{}", lock.stderr);
+    let run = build(&t, &["--locked"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Warm and offline: no network needed.
+    let run = build(&t, &["--locked", "--offline"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lock_text = std::fs::read_to_string(t.path().join("kiln.lock")).expect("lock");
+    let listed = chroot(
+        &t.path().join("out/img/rootfs"),
+        &["dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
+    );
+    for line in String::from_utf8(listed.stdout).expect("utf-8").lines() {
+        let (name, version) = line.split_once('=').expect("name=version");
+        assert!(
+            lock_text.contains(&format!("name = \"{name}\"\nversion = \"{version}\"")),
+            "{name} {version} not in the lock"
+        );
+    }
+}
+
+/// Starts a build with a fresh cache, kills it with SIGKILL once its
+/// stderr shows `marker`, then checks that the next build succeeds and that
+/// every cache entry is intact.
+fn killed_at(marker: &str, delay: std::time::Duration) {
+    use std::io::{BufRead, BufReader};
+    let t = tree("from = \"debian:bookworm\"\nvariant = \"essential\"\n");
+    let cache = t.path().join("cache");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", ".", "--cache-dir"])
+        .arg(&cache)
+        .current_dir(t.path())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("kiln starts");
+    let stderr = child.stderr.take().expect("piped");
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("utf-8");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            break;
+        }
+    }
+    std::thread::sleep(delay);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(seen.contains(marker), "never reached `{marker}`:\n{seen}");
+
+    let run = kiln(
+        t.path(),
+        &["build", ".", "--cache-dir", cache.to_str().expect("utf-8")],
+    );
+    assert_eq!(
+        run.code, 0,
+        "after a kill at `{marker}`:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(t.path().join("out/img/rootfs/usr/bin/dpkg").exists());
+    // Every cached .deb is complete: its name is its SHA256.
+    for e in std::fs::read_dir(cache.join("debs")).expect("debs") {
+        let p = e.expect("entry").path();
+        let name = p.file_stem().expect("stem").to_string_lossy().into_owned();
+        let out = Command::new("sha256sum")
+            .arg(&p)
+            .output()
+            .expect("sha256sum");
+        let sum = String::from_utf8(out.stdout).expect("utf-8");
+        assert!(
+            sum.starts_with(&name),
+            "corrupt cache entry {}",
+            p.display()
+        );
+    }
+    // No staging folder or mount is left behind.
+    let left: Vec<_> = std::fs::read_dir(t.path().join("out"))
+        .expect("out")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("img")]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(t.path().to_str().expect("utf-8")));
+}
+
+#[test]
+fn sigkill_during_download_unpack_and_configure_leaves_nothing_untrusted() {
+    if skip() {
+        return;
+    }
+    let ms = std::time::Duration::from_millis;
+    // Downloads start right after resolution; unpacking and configuring are
+    // steps kiln-dpkg reports.
+    for (marker, delay) in [
+        ("packages to install", ms(300)),
+        ("unpack", ms(200)),
+        ("configur", ms(500)),
+    ] {
+        killed_at(marker, delay);
+    }
+}
