@@ -36,7 +36,7 @@ const TAIL: usize = 20;
 
 /// The environment of every command run in the root; nothing else is
 /// taken from the host.
-pub(crate) const ENVIRONMENT: &[(&str, &str)] = &[
+pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("DEBIAN_FRONTEND", "noninteractive"),
     ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
     ("LC_ALL", "C.UTF-8"),
@@ -70,7 +70,20 @@ impl Paths {
 /// Runs `argv` (an absolute path inside the root, then arguments) in
 /// `root` with [`ENVIRONMENT`] plus `env`, passing each output line to
 /// `on_line`. Fails with the exit status and the last lines of output.
-pub(crate) fn run(
+pub fn run(
+    root: &Path,
+    step: &str,
+    argv: &[&str],
+    env: &[(&str, &str)],
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let mut all: Vec<(&str, &str)> = ENVIRONMENT.to_vec();
+    all.extend_from_slice(env);
+    run_exact(root, step, argv, &all, on_line)
+}
+
+/// As [`run`], with exactly the environment `env` and nothing else.
+pub fn run_exact(
     root: &Path,
     step: &str,
     argv: &[&str],
@@ -91,7 +104,6 @@ pub(crate) fn run(
     command
         .args(&argv[1..])
         .env_clear()
-        .envs(ENVIRONMENT.iter().copied())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
@@ -136,6 +148,13 @@ pub(crate) fn run(
             step: step.to_owned(),
             root: root.to_owned(),
             status: status.to_string(),
+            code: {
+                use std::os::unix::process::ExitStatusExt;
+                status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1)
+            },
             output: tail.into(),
         })
     }

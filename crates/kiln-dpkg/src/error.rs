@@ -144,6 +144,8 @@ pub enum Error {
         root: PathBuf,
         /// How it ended (`exit status: 1`, `signal: 9`).
         status: String,
+        /// The exit code (128 + the signal number when killed).
+        code: i32,
         /// The last lines of its output (at most 20).
         output: Vec<String>,
     },

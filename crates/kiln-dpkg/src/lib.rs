@@ -43,7 +43,7 @@
 #![deny(missing_docs)]
 
 pub mod ar;
-mod chroot;
+pub mod chroot;
 pub mod control;
 mod database;
 mod deb;

@@ -1,23 +1,18 @@
-//! `kiln build` and `kiln lock`: from a plan to roots on disk.
-//!
-//! For each selected bootstrap variant: the apt sources of its suite,
-//! verified indexes, a resolution (or the lock's), verified downloads into
-//! the shared cache, then `kiln-dpkg` assembles the root in a temporary
-//! folder beside the output, which replaces `OUT/<variant>` only when
-//! complete.
+//! The Debian side of a build, and `kiln lock`: the apt sources of a
+//! variant's suite, verified indexes, a resolution (or the lock's) and the
+//! settings every build step shares. `engine.rs` drives the build itself.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use kiln_config::settings::{Base, BootstrapVariant};
 use kiln_debian::{
-    Architecture, BaseSet, DebianSource, DistributionSource, InstallSet, PackageCache,
-    PackageRequest, RepositoryOptions, ResolveRequest, RetryPolicy, TreeLock,
+    Architecture, BaseSet, DebianSource, DistributionSource, InstallSet, PackageRequest,
+    RepositoryOptions, ResolveRequest, RetryPolicy, TreeLock,
 };
 use kiln_plan::{Plan, Selection, Variant};
 
-use crate::cli::{BuildArgs, FetchArgs, LockArgs};
+use crate::cli::{FetchArgs, LockArgs};
 use crate::plan::load_plan;
 use crate::progress::Reporter;
 use crate::report::Style;
@@ -28,21 +23,42 @@ pub const LOCK_FILE: &str = "kiln.lock";
 
 /// Settings of a build, resolved once from flags, kiln.toml and environment.
 #[derive(Debug)]
-struct BuildSettings {
-    cache_dir: PathBuf,
-    out_dir: PathBuf,
-    lock_path: PathBuf,
-    offline: bool,
-    locked: bool,
-    jobs: usize,
+pub struct BuildSettings {
+    pub cache_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub lock_path: PathBuf,
+    pub offline: bool,
+    pub locked: bool,
+    pub jobs: usize,
 }
 
-fn cache_dir(fetch: &FetchArgs, tree: &kiln_config::Tree) -> Result<PathBuf, Failure> {
-    if let Some(d) = &fetch.cache_dir {
-        return Ok(d.clone());
+impl BuildSettings {
+    pub fn resolve(
+        tree: &kiln_config::Tree,
+        fetch: &FetchArgs,
+        locked: bool,
+        jobs: usize,
+    ) -> Result<Self, Failure> {
+        Ok(Self {
+            cache_dir: cache_dir(fetch.cache_dir.as_deref(), Some(tree))?,
+            out_dir: tree.root.join(&tree.output.dir),
+            lock_path: tree.root.join(LOCK_FILE),
+            offline: fetch.offline,
+            locked,
+            jobs: jobs.max(1),
+        })
     }
-    if let Some(d) = &tree.cache_dir {
-        return Ok(tree.root.join(d));
+}
+
+pub fn cache_dir(
+    flag: Option<&std::path::Path>,
+    tree: Option<&kiln_config::Tree>,
+) -> Result<PathBuf, Failure> {
+    if let Some(d) = flag {
+        return Ok(d.to_path_buf());
+    }
+    if let Some(d) = tree.and_then(|t| t.cache_dir.as_ref().map(|c| t.root.join(c))) {
+        return Ok(d);
     }
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("kiln"));
@@ -55,11 +71,18 @@ fn cache_dir(fetch: &FetchArgs, tree: &kiln_config::Tree) -> Result<PathBuf, Fai
     }
 }
 
-fn selection(args: &crate::cli::SelectArgs) -> Selection {
+pub fn selection(args: &crate::cli::SelectArgs) -> Selection {
     Selection {
         only: args.only.clone(),
         skip: args.skip.clone(),
     }
+}
+
+/// Whether `--only`/`--skip` name this variant itself (not only as an
+/// ancestor of a selected one).
+pub fn selected(v: &Variant, args: &crate::cli::SelectArgs) -> bool {
+    let is = |w: &String| v.image == *w || v.holds(w);
+    (args.only.is_empty() || args.only.iter().any(is)) && !args.skip.iter().any(is)
 }
 
 /// A failure of the resolver that the user's configuration caused.
@@ -78,7 +101,7 @@ fn is_request_error(e: &kiln_debian::Error) -> bool {
 }
 
 /// Text of an error and its causes.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -97,20 +120,33 @@ fn debian_failure(variant: &str, e: &kiln_debian::Error) -> Failure {
     }
 }
 
-/// Everything needed to resolve one bootstrap variant.
-struct Bootstrap<'a> {
-    variant: &'a Variant,
-    suite: &'a str,
-    request: ResolveRequest,
+/// Everything needed to resolve one variant's packages.
+pub struct PackageJob<'a> {
+    pub variant: &'a Variant,
+    pub suite: &'a str,
+    pub request: ResolveRequest,
 }
 
-fn bootstrap_of(v: &Variant) -> Option<Bootstrap<'_>> {
-    let Base::Bootstrap { suite, variant, .. } = &v.settings.base else {
+/// The packages a variant resolves: for a bootstrap, its base set and
+/// packages; over a parent, its own packages (against the suite of the
+/// bootstrap it descends from); none when it adds no packages.
+pub fn package_job(plan: &Plan, id: usize) -> Option<PackageJob<'_>> {
+    let v = &plan.variants[id];
+    let root = &plan.variants[*plan
+        .ancestry(id)
+        .last()
+        .expect("a chain ends in a bootstrap")];
+    let Base::Bootstrap { suite, variant, .. } = &root.settings.base else {
         return None;
     };
-    let base = match variant {
-        BootstrapVariant::Minbase | BootstrapVariant::Required => BaseSet::Required,
-        BootstrapVariant::Essential => BaseSet::Essential,
+    let bootstrap = std::ptr::eq(root, v);
+    if !bootstrap && v.settings.packages.is_empty() {
+        return None;
+    }
+    let base = match (bootstrap, variant) {
+        (false, _) => BaseSet::None,
+        (true, BootstrapVariant::Minbase | BootstrapVariant::Required) => BaseSet::Required,
+        (true, BootstrapVariant::Essential) => BaseSet::Essential,
     };
     let packages = v
         .settings
@@ -121,7 +157,7 @@ fn bootstrap_of(v: &Variant) -> Option<Bootstrap<'_>> {
             version: p.version.clone(),
         })
         .collect();
-    Some(Bootstrap {
+    Some(PackageJob {
         variant: v,
         suite,
         request: ResolveRequest {
@@ -133,10 +169,20 @@ fn bootstrap_of(v: &Variant) -> Option<Bootstrap<'_>> {
 }
 
 /// Progress events from kiln-debian, forwarded to the reporter.
-struct FetchProgress<'a> {
+pub struct FetchProgress<'a> {
     reporter: &'a Reporter,
     variant: &'a str,
     downloaded: Mutex<(usize, u64)>,
+}
+
+impl<'a> FetchProgress<'a> {
+    pub fn new(reporter: &'a Reporter, variant: &'a str) -> Self {
+        Self {
+            reporter,
+            variant,
+            downloaded: Mutex::new((0, 0)),
+        }
+    }
 }
 
 impl kiln_debian::Progress for FetchProgress<'_> {
@@ -162,7 +208,7 @@ impl kiln_debian::Progress for FetchProgress<'_> {
                     d.0 += 1;
                     d.1 += size;
                 }
-                self.reporter.set(*done as u64);
+                let _ = done;
             }
             _ => {}
         }
@@ -170,8 +216,8 @@ impl kiln_debian::Progress for FetchProgress<'_> {
 }
 
 /// Opens the Debian source of a variant and fetches its verified indexes.
-fn open_source(
-    b: &Bootstrap<'_>,
+pub fn open_source(
+    b: &PackageJob<'_>,
     tree: &kiln_config::Tree,
     settings: &BuildSettings,
     progress: &FetchProgress<'_>,
@@ -206,8 +252,8 @@ fn open_source(
 }
 
 /// Resolves a variant: the lock's set while it still fits, else afresh.
-fn resolve(
-    b: &Bootstrap<'_>,
+pub fn resolve(
+    b: &PackageJob<'_>,
     source: &DebianSource,
     lock: &mut TreeLock,
     settings: &BuildSettings,
@@ -241,24 +287,13 @@ fn resolve(
 
 pub fn run_lock(args: &LockArgs, style: Style) -> Outcome {
     let (tree, plan) = load_plan(&args.dir, &selection(&args.select), style)?;
-    let settings = BuildSettings {
-        cache_dir: cache_dir(&args.fetch, &tree)?,
-        out_dir: tree.root.join(&tree.output.dir),
-        lock_path: tree.root.join(LOCK_FILE),
-        offline: args.fetch.offline,
-        locked: false,
-        jobs: 1,
-    };
-    let reporter = Reporter::new(false);
+    let settings = BuildSettings::resolve(&tree, &args.fetch, false, 1)?;
+    let reporter = Reporter::new();
     let mut lock = TreeLock::read_or_default(&settings.lock_path)
         .map_err(|e| Failure::Config(format!("error: {}\n", chain(&e))))?;
     let mut out = String::new();
-    for b in plan.variants.iter().filter_map(bootstrap_of) {
-        let progress = FetchProgress {
-            reporter: &reporter,
-            variant: &b.variant.name,
-            downloaded: Mutex::new((0, 0)),
-        };
+    for b in (0..plan.variants.len()).filter_map(|i| package_job(&plan, i)) {
+        let progress = FetchProgress::new(&reporter, &b.variant.name);
         let (source, _) = open_source(&b, &tree, &settings, &progress)?;
         let set = source
             .resolve(&b.request)
@@ -277,160 +312,4 @@ pub fn run_lock(args: &LockArgs, style: Style) -> Outcome {
         .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;
     out.push_str(&format!("wrote {}\n", settings.lock_path.display()));
     Ok(out)
-}
-
-pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
-    let (tree, plan) = load_plan(&args.dir, &selection(&args.select), style)?;
-    let settings = BuildSettings {
-        cache_dir: cache_dir(&args.fetch, &tree)?,
-        out_dir: tree.root.join(&tree.output.dir),
-        lock_path: tree.root.join(LOCK_FILE),
-        offline: args.fetch.offline,
-        locked: args.locked,
-        jobs: args.jobs.max(1),
-    };
-    let reporter = Reporter::new(false);
-    std::fs::create_dir_all(&settings.out_dir).map_err(|e| {
-        Failure::Build(format!(
-            "error: failed to create `{}`: {e}\n",
-            settings.out_dir.display()
-        ))
-    })?;
-    crate::staging::clean_stale(&settings.out_dir);
-    let mut lock = TreeLock::read_or_default(&settings.lock_path)
-        .map_err(|e| Failure::Config(format!("error: {}\n", chain(&e))))?;
-    let lock_before = lock.clone();
-
-    let mut summary = String::new();
-    let mut failure = None;
-    for v in &plan.variants {
-        let Some(b) = bootstrap_of(v) else {
-            summary.push_str(&format!(
-                "{:<24} not built: layered builds over `{}` are not implemented yet\n",
-                v.name,
-                parent_name(&plan, v)
-            ));
-            continue;
-        };
-        if failure.is_some() {
-            summary.push_str(&format!(
-                "{:<24} skipped after an earlier failure\n",
-                v.name
-            ));
-            continue;
-        }
-        match build_bootstrap(&b, &tree, &settings, &mut lock, &reporter) {
-            Ok(line) => summary.push_str(&line),
-            Err(f) => {
-                summary.push_str(&format!("{:<24} failed\n", v.name));
-                failure = Some(f);
-            }
-        }
-    }
-    if lock != lock_before && !settings.locked {
-        lock.write(&settings.lock_path)
-            .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;
-    }
-    match failure {
-        Some(Failure::Build(text)) => Err(Failure::Build(format!("{summary}{text}"))),
-        Some(Failure::Config(text)) => Err(Failure::Config(format!("{summary}{text}"))),
-        None => Ok(summary),
-    }
-}
-
-fn parent_name<'p>(plan: &'p Plan, v: &Variant) -> &'p str {
-    v.parent.map_or("?", |p| plan.variants[p].name.as_str())
-}
-
-fn build_bootstrap(
-    b: &Bootstrap<'_>,
-    tree: &kiln_config::Tree,
-    settings: &BuildSettings,
-    lock: &mut TreeLock,
-    reporter: &Reporter,
-) -> Result<String, Failure> {
-    let name = &b.variant.name;
-    let started = Instant::now();
-    let progress = FetchProgress {
-        reporter,
-        variant: name,
-        downloaded: Mutex::new((0, 0)),
-    };
-    reporter.step(
-        name,
-        &format!("fetching verified indexes for `{}`", b.suite),
-    );
-    let (source, apt_sources) = open_source(b, tree, settings, &progress)?;
-    let set = resolve(b, &source, lock, settings, reporter)?;
-    reporter.step(name, &format!("{} packages to install", set.packages.len()));
-
-    let cache =
-        PackageCache::new(&settings.cache_dir, RetryPolicy::default()).offline(settings.offline);
-    reporter.start(name, "download", set.packages.len() as u64);
-    let fetched = source.download(&set, &cache, &progress);
-    reporter.finish();
-    let fetched = fetched.map_err(|e| debian_failure(name, &e))?;
-    let (count, bytes) = *progress.downloaded.lock().expect("not poisoned");
-    reporter.step(
-        name,
-        &format!(
-            "downloaded {count} packages ({:.1} MB), {} from the cache",
-            bytes as f64 / 1e6,
-            fetched.len() - count
-        ),
-    );
-
-    let debs: Vec<kiln_dpkg::DebFile> = fetched
-        .iter()
-        .map(|c| kiln_dpkg::DebFile {
-            name: c.name.clone(),
-            path: c.path.clone(),
-            essential: set.get(&c.name).is_some_and(|p| p.essential),
-        })
-        .collect();
-    let stage = crate::staging::Stage::new(&settings.out_dir, name).map_err(|e| {
-        Failure::Build(format!(
-            "error: {name}: failed to create a staging folder: {e}\n"
-        ))
-    })?;
-    let options = kiln_dpkg::AssembleOptions {
-        arch: b.variant.settings.arch.clone(),
-        jobs: settings.jobs,
-        merged_usr: true,
-    };
-    reporter.start(name, "unpack", debs.len() as u64);
-    let report = kiln_dpkg::bootstrap(
-        &stage.path().join("rootfs"),
-        &debs,
-        &options,
-        &|e: &kiln_dpkg::Event| match e {
-            kiln_dpkg::Event::Unpacked { done, .. } => reporter.set(*done as u64),
-            kiln_dpkg::Event::Step { name: step } => reporter.step(name, step),
-            kiln_dpkg::Event::ScriptOutput { .. } => {}
-        },
-    );
-    reporter.finish();
-    let report = report.map_err(|e| Failure::Build(format!("error: {name}: {}\n", chain(&e))))?;
-    // The image's apt sees what the build saw: same sources, same verified lists.
-    kiln_debian::target::configure_apt(
-        &stage.path().join("rootfs"),
-        &apt_sources,
-        source.indexes(),
-    )
-    .map_err(|e| Failure::Build(format!("error: {name}: {}\n", chain(&e))))?;
-    let dest = settings.out_dir.join(name);
-    stage.commit(&dest).map_err(|e| {
-        Failure::Build(format!(
-            "error: {name}: failed to move the new root into `{}`: {e}\n",
-            dest.display()
-        ))
-    })?;
-    Ok(format!(
-        "{:<24} built {}/rootfs ({} packages, {} files) in {:.1}s\n",
-        name,
-        dest.display(),
-        report.packages,
-        report.files,
-        started.elapsed().as_secs_f64()
-    ))
 }

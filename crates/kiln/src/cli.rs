@@ -96,6 +96,10 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Lock(LockArgs),
 
+    /// Inspect and tidy the layer store.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Store(StoreCommand),
+
     /// Write a small working example tree: a base image and a child, over two suites.
     ///
     /// The tree uses the host's apt sources, so it plans and builds on a Debian
@@ -134,6 +138,11 @@ pub struct PlanArgs {
     /// Print JSON: {"variants":[{"name","image","keys","parent","digest","action"}]}.
     #[arg(long)]
     pub json: bool,
+
+    /// The cache holding the layer store (see `kiln build --help`); a variant
+    /// whose layer is there is `cached`.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Where packages come from and are cached.
@@ -168,9 +177,18 @@ pub struct BuildArgs {
     #[arg(long)]
     pub locked: bool,
 
-    /// Packages unpacked in parallel.
+    /// Packages unpacked in parallel within one variant.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub jobs: usize,
+
+    /// Variants built at once (independent ones: a variant waits for its
+    /// parent).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub parallel: usize,
+
+    /// Rebuild the selected variants even if their layers are in the store.
+    #[arg(long)]
+    pub revise: bool,
 }
 
 /// `kiln lock`.
@@ -185,6 +203,56 @@ pub struct LockArgs {
 
     #[command(flatten)]
     pub fetch: FetchArgs,
+}
+
+/// `kiln store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Size of each layer, what it shares through its parent chain, and the
+    /// store's total against what full copies of every root would take.
+    Du(StoreArgs),
+    /// Remove layers no current plan of the tree references, oldest first,
+    /// never one in use or one a kept layer builds on.
+    Gc(GcArgs),
+    /// Re-hash every layer and compare with its recorded content digest.
+    Verify(StoreArgs),
+}
+
+/// Arguments every `kiln store` command takes.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// A tree whose current plan decides which layers are referenced.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// The cache holding the store [default: as for `kiln build`].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiln store gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Keep the N most recent unreferenced layers.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+
+    /// Remove unreferenced layers, oldest first, until the store takes at
+    /// most SIZE (`500M`, `20G`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    kiln_config::output::parse_size(s)
+        .ok_or_else(|| format!("`{s}` is not a size such as 500M or 20G"))
 }
 
 /// `kiln init`.

@@ -5,12 +5,14 @@
 
 mod build;
 mod cli;
+mod engine;
 mod init;
 mod plan;
 mod progress;
 mod report;
 mod sources;
 mod staging;
+mod store_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -46,6 +48,18 @@ fn main() -> ExitCode {
             100
         },
     };
+    // A build mounts overlays: in a mount namespace of its own, so every
+    // mount dies with the process, even on SIGKILL. Must come before any
+    // thread exists (the Ctrl-C handler below starts one).
+    if matches!(cli.command, cli::Command::Build(_)) {
+        if let Err(e) = kiln_layers::private_mount_namespace() {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "error: failed to make a private mount namespace: {e}\n  help: kiln build needs root (user namespaces are not supported yet)"
+            );
+            return ExitCode::from(1);
+        }
+    }
     // Ctrl-C: the staged, unfinished results go; finished ones stay. Child
     // processes (dpkg in the target) get the signal from the terminal too,
     // and their mounts live in their own mount namespace.
@@ -55,8 +69,9 @@ fn main() -> ExitCode {
     });
     let result = match &cli.command {
         cli::Command::Plan(args) => plan::run(args, style),
-        cli::Command::Build(args) => build::run_build(args, style),
+        cli::Command::Build(args) => engine::run_build(args, style),
         cli::Command::Lock(args) => build::run_lock(args, style),
+        cli::Command::Store(cmd) => store_cmd::run(cmd, style),
         cli::Command::Init(args) => init::run(args),
     };
     match result {

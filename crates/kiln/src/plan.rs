@@ -17,14 +17,36 @@ use crate::{Failure, Outcome};
 pub enum Action {
     /// Build it.
     Build,
+    /// Its layer is in the store.
+    Cached,
 }
 
 impl Action {
     fn as_str(self) -> &'static str {
         match self {
             Action::Build => "build",
+            Action::Cached => "cached",
         }
     }
+}
+
+/// What a build would do with each variant: `cached` when the store holds
+/// its layer (an absent store holds nothing and is not created).
+fn actions(plan: &Plan, store_dir: &std::path::Path) -> Vec<Action> {
+    let store = if store_dir.join("layers").is_dir() {
+        kiln_store::Store::open(store_dir).ok()
+    } else {
+        None
+    };
+    plan.variants
+        .iter()
+        .map(|v| match &store {
+            Some(s) if matches!(s.get(&kiln_store::InputKey(v.digest.0)), Ok(Some(_))) => {
+                Action::Cached
+            }
+            _ => Action::Build,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -76,8 +98,11 @@ pub fn run(args: &PlanArgs, style: Style) -> Outcome {
         only: args.select.only.clone(),
         skip: args.select.skip.clone(),
     };
-    let (_tree, plan) = load_plan(&args.dir, &selection, style)?;
-    let actions = vec![Action::Build; plan.variants.len()];
+    let (tree, plan) = load_plan(&args.dir, &selection, style)?;
+    let actions = match crate::build::cache_dir(args.cache_dir.as_deref(), Some(&tree)) {
+        Ok(dir) => actions(&plan, &dir.join("store")),
+        Err(_) => vec![Action::Build; plan.variants.len()],
+    };
     if args.json {
         Ok(json(&plan, &actions))
     } else {
@@ -186,8 +211,9 @@ fn table(plan: &Plan, actions: &[Action]) -> String {
         .count();
     let _ = writeln!(
         out,
-        "\n{n} variant{}: {build} to build",
-        if n == 1 { "" } else { "s" }
+        "\n{n} variant{}: {build} to build, {} cached",
+        if n == 1 { "" } else { "s" },
+        n - build
     );
     out
 }

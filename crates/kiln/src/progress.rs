@@ -1,76 +1,73 @@
-//! Progress: bars on a terminal, plain lines otherwise.
+//! Progress: a spinner line per running variant on a terminal, plain lines
+//! otherwise (CI logs, pipes).
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Reports what a build does, for one variant at a time.
+/// Reports what a build does, variant by variant.
 #[derive(Debug)]
 pub struct Reporter {
-    fancy: bool,
-    quiet: bool,
-    bar: Mutex<Option<ProgressBar>>,
+    bars: Option<(MultiProgress, Mutex<BTreeMap<String, ProgressBar>>)>,
     started: Instant,
 }
 
 impl Reporter {
     /// Bars when stderr is a terminal.
-    pub fn new(quiet: bool) -> Self {
+    pub fn new() -> Self {
+        let bars = std::io::stderr().is_terminal().then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                Mutex::new(BTreeMap::new()),
+            )
+        });
         Self {
-            fancy: std::io::stderr().is_terminal() && !quiet,
-            quiet,
-            bar: Mutex::new(None),
+            bars,
             started: Instant::now(),
         }
     }
 
-    /// A step of a variant's build: one line.
+    /// A step of a variant's build begins (or a notable event happens).
     pub fn step(&self, variant: &str, text: &str) {
-        if self.quiet {
-            return;
-        }
-        let line = format!(
-            "[{:>6.1}s] {variant}: {text}",
-            self.started.elapsed().as_secs_f64()
-        );
-        let guard = self.bar.lock().expect("not poisoned");
-        match guard.as_ref() {
-            Some(bar) => bar.println(line),
+        match &self.bars {
+            Some((multi, bars)) => {
+                let mut bars = bars.lock().expect("not poisoned");
+                let bar = bars.entry(variant.to_string()).or_insert_with(|| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} {prefix:.bold} {msg} {elapsed:.dim}",
+                        )
+                        .expect("valid template"),
+                    );
+                    bar.set_prefix(variant.to_string());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bar
+                });
+                bar.set_message(text.to_string());
+            }
             None => {
+                let line = format!(
+                    "[{:>6.1}s] {variant}: {text}",
+                    self.started.elapsed().as_secs_f64()
+                );
                 let _ = writeln!(std::io::stderr().lock(), "{line}");
             }
         }
     }
 
-    /// Starts a counted phase (downloads, unpacking).
-    pub fn start(&self, variant: &str, what: &str, total: u64) {
-        if !self.fancy {
-            return;
-        }
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} {msg} [{bar:30}] {pos}/{len} {elapsed}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(variant.to_string());
-        bar.set_message(what.to_string());
-        *self.bar.lock().expect("not poisoned") = Some(bar);
-    }
-
-    /// Advances the counted phase to `done`.
-    pub fn set(&self, done: u64) {
-        if let Some(bar) = self.bar.lock().expect("not poisoned").as_ref() {
-            bar.set_position(done);
-        }
-    }
-
-    /// Ends the counted phase.
-    pub fn finish(&self) {
-        if let Some(bar) = self.bar.lock().expect("not poisoned").take() {
-            bar.finish_and_clear();
+    /// A variant is done: its line stays with `text`.
+    pub fn done(&self, variant: &str, text: &str) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some(bar) = bars.lock().expect("not poisoned").remove(variant) {
+                    bar.finish_with_message(text.to_string());
+                }
+            }
+            None => self.step(variant, text),
         }
     }
 }

@@ -35,21 +35,6 @@ impl Stage {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Replaces `dest` with the staged folder.
-    pub fn commit(self, dest: &Path) -> std::io::Result<()> {
-        let old = self.path.with_extension("old");
-        if dest.exists() {
-            std::fs::rename(dest, &old)?;
-        }
-        std::fs::rename(&self.path, dest)?;
-        forget(&self.path);
-        if old.exists() {
-            remove(&old)?;
-        }
-        std::mem::forget(self);
-        Ok(())
-    }
 }
 
 impl Drop for Stage {

@@ -17,11 +17,10 @@ fn skip() -> bool {
     std::fs::metadata("/proc/self").map_or(1, |m| std::os::unix::fs::MetadataExt::uid(&m)) != 0
 }
 
-/// A shared cache for the tests of this binary, so each .deb is fetched once.
-fn cache() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join("kiln-test-cache");
-    std::fs::create_dir_all(&dir).expect("cache dir");
-    dir
+/// Each test tree has its own cache (and so its own layer store), so tests
+/// never see each other's layers.
+fn cache_of(t: &TestTree) -> std::path::PathBuf {
+    t.path().join("cache")
 }
 
 fn chroot(root: &Path, args: &[&str]) -> std::process::Output {
@@ -35,15 +34,17 @@ fn chroot(root: &Path, args: &[&str]) -> std::process::Output {
         .expect("chroot runs")
 }
 
+/// A tree with one image; its root is exported as `out/img/rootfs`.
 fn tree(image: &str) -> TestTree {
+    let image = format!("{image}outputs = [\"dir\"]\n");
     TestTree::new(&[
         ("kiln.toml", "[output]\ndir = \"out\"\n"),
-        ("img/image.toml", image),
+        ("img/image.toml", &image),
     ])
 }
 
 fn build(t: &TestTree, extra: &[&str]) -> crate::Run {
-    let cache = cache();
+    let cache = cache_of(t);
     let mut args = vec!["build", ".", "--cache-dir", cache.to_str().expect("utf-8")];
     args.extend(extra);
     kiln(t.path(), &args)
@@ -138,7 +139,10 @@ fn openssh_server_and_busybox_build_and_sshd_config_is_valid() {
     if skip() {
         return;
     }
-    let t = tree("from = \"debian:bookworm\"\npackages = [\"openssh-server\", \"busybox\"]\n");
+    // Apt lists kept (cleanup removes them by default) so apt in the image resolves.
+    let t = tree(
+        "from = \"debian:bookworm\"\npackages = [\"openssh-server\", \"busybox\"]\ncleanup = { apt = false }\n",
+    );
     let run = build(&t, &[]);
     assert_eq!(
         run.code, 0,
@@ -183,7 +187,24 @@ fn user_errors_stop_the_build_and_install_nothing() {
         let run = build(&t, &[]);
         assert_eq!(run.code, 2, "{}", run.stderr);
         assert!(run.stderr.contains(needle), "{}", run.stderr);
-        assert!(!t.path().join("out/img").exists(), "nothing installed");
+        assert!(
+            !t.path().join("out/img/rootfs").exists(),
+            "nothing installed"
+        );
+        let plan = kiln(
+            t.path(),
+            &[
+                "plan",
+                ".",
+                "--cache-dir",
+                cache_of(&t).to_str().expect("utf-8"),
+            ],
+        );
+        assert!(
+            plan.stdout.contains("0 cached"),
+            "no layer stored:\n{}",
+            plan.stdout
+        );
         assert!(!t.path().join("kiln.lock").exists(), "no lock written");
     }
 }
@@ -200,7 +221,12 @@ fn locked_builds_install_exactly_the_lock_and_offline_works_warm() {
     assert!(run.stderr.contains("kiln lock"), "{}", run.stderr);
     let lock = kiln(
         t.path(),
-        &["lock", ".", "--cache-dir", cache().to_str().expect("utf-8")],
+        &[
+            "lock",
+            ".",
+            "--cache-dir",
+            cache_of(&t).to_str().expect("utf-8"),
+        ],
     );
     assert_eq!(lock.code, 0, "{}", lock.stderr);
     let run = build(&t, &["--locked"]);
@@ -284,6 +310,17 @@ fn killed_at(marker: &str, delay: std::time::Duration) {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(left, [std::ffi::OsString::from("img")]);
+    let verify = kiln(
+        t.path(),
+        &[
+            "store",
+            "verify",
+            ".",
+            "--cache-dir",
+            cache.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(t.path().to_str().expect("utf-8")));
 }
@@ -297,7 +334,7 @@ fn sigkill_during_download_unpack_and_configure_leaves_nothing_untrusted() {
     // Downloads start right after resolution; unpacking and configuring are
     // steps kiln-dpkg reports.
     for (marker, delay) in [
-        ("packages to install", ms(300)),
+        ("downloading", ms(100)),
         ("unpack", ms(200)),
         ("configur", ms(500)),
     ] {

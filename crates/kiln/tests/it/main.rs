@@ -6,6 +6,7 @@
 mod build;
 mod errors;
 mod init;
+mod layers;
 mod plan;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,11 @@ pub fn kiln(cwd: &Path, args: &[&str]) -> Run {
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
+        // Nothing from the user's own cache (layers would show as cached).
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("kiln-test-no-cache"),
+        )
         .env_remove("COLUMNS")
         .output()
         .expect("kiln runs");

@@ -1,0 +1,135 @@
+//! `services` and `run`: commands run in the root.
+
+use std::fs;
+
+use kiln_config::ImageSettings;
+use kiln_config::settings::{RunBody, RunStep, Services};
+
+use super::{BASE_ENV, ConfigPaths, Log, ProvisionContext, run_in_root};
+use crate::error::Error;
+use crate::root::RootDir;
+
+/// Where `systemctl` may be, in order.
+const SYSTEMCTL: &[&str] = &["usr/bin/systemctl", "bin/systemctl"];
+
+/// Enables, then disables, each unit with the root's own `systemctl`,
+/// which edits the unit symlinks offline (`SYSTEMD_OFFLINE=1`: nothing
+/// talks to a running systemd).
+pub(super) fn services(root: &RootDir, services: &Services, log: &Log<'_>) -> Result<(), Error> {
+    let mut systemctl = None;
+    for path in SYSTEMCTL {
+        if root.exists(path)? {
+            systemctl = Some(format!("/{path}"));
+            break;
+        }
+    }
+    let actions = services
+        .enable
+        .iter()
+        .map(|u| ("enable", u))
+        .chain(services.disable.iter().map(|u| ("disable", u)));
+    let mut env = BASE_ENV.to_vec();
+    env.push(("SYSTEMD_OFFLINE", "1"));
+    for (action, unit) in actions {
+        let Some(systemctl) = &systemctl else {
+            return Err(Error::NoSystemd {
+                action,
+                unit: unit.clone(),
+            });
+        };
+        let step = format!("systemctl {action} {unit}");
+        run_in_root(root, &step, &[systemctl, action, unit], &env, None, log)?;
+    }
+    Ok(())
+}
+
+/// Writes the script of `run` to the root's `/tmp`, runs it there with
+/// `/bin/sh` and removes it, whatever the outcome.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_script(
+    root: &RootDir,
+    index: usize,
+    step: &str,
+    run: &RunStep,
+    settings: &ImageSettings,
+    ctx: &ProvisionContext,
+    paths: &ConfigPaths<'_>,
+    log: &Log<'_>,
+) -> Result<(), Error> {
+    let script = match &run.body {
+        RunBody::Inline(text) => text.clone().into_bytes(),
+        RunBody::Script(path) => {
+            let path = paths.resolve(path);
+            fs::read(&path).map_err(|e| Error::io("read", &path, e))?
+        }
+    };
+    if !root.exists("tmp")? {
+        root.create_dirs("tmp", 0o1777)?;
+    }
+    let rel = format!("tmp/kiln-run-{}-{index}.sh", std::process::id());
+    root.write(&rel, 0o700, (0, 0), &script)?;
+    let env = script_env(settings, ctx);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let in_root = format!("/{rel}");
+    let result = run_in_root(root, step, &["/bin/sh", &in_root], &env, None, log);
+    let removed = root.remove_all(&rel);
+    result?;
+    removed.map(|_| ())
+}
+
+/// The environment of a `run` script: the base, `env`, then `KILN_*`.
+fn script_env(settings: &ImageSettings, ctx: &ProvisionContext) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |key: String, value: String| {
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+    };
+    for (key, value) in BASE_ENV {
+        set((*key).to_owned(), (*value).to_owned());
+    }
+    for (key, value) in &settings.env {
+        if !key.starts_with("KILN_") {
+            set(key.clone(), value.clone());
+        }
+    }
+    set("KILN_IMAGE".to_owned(), ctx.image.clone());
+    set("KILN_VARIANT".to_owned(), ctx.variant.clone());
+    for (dimension, key) in &ctx.keys {
+        let name = format!("KILN_{}", dimension.to_uppercase().replace('-', "_"));
+        set(name, key.clone());
+    }
+    set("KILN_PACKAGES".to_owned(), ctx.packages.join(" "));
+    env
+}
+
+/// `/usr/sbin/policy-rc.d` answering 101 ("action forbidden") while
+/// scripts run, so nothing they install starts a service; a file already
+/// there is put back afterwards.
+pub(super) struct PolicyRcD {
+    saved: Option<Vec<u8>>,
+}
+
+const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
+
+impl PolicyRcD {
+    pub(super) fn install(root: &RootDir) -> Result<Self, Error> {
+        let saved = match root.lstat(POLICY_RC_D)? {
+            Some(_) => root.read(POLICY_RC_D)?,
+            None => None,
+        };
+        root.write(
+            POLICY_RC_D,
+            0o755,
+            (0, 0),
+            b"#!/bin/sh\n# Written by kiln while running scripts.\nexit 101\n",
+        )?;
+        Ok(Self { saved })
+    }
+
+    pub(super) fn remove(self, root: &RootDir) -> Result<(), Error> {
+        match &self.saved {
+            Some(content) => root.write(POLICY_RC_D, 0o755, (0, 0), content),
+            None => root.remove_all(POLICY_RC_D).map(|_| ()),
+        }
+    }
+}

@@ -1,0 +1,668 @@
+//! `kiln build`: the plan's variants, built as layers in the store.
+//!
+//! Every variant is one layer stored under its input digest. A variant
+//! whose layer is in the store is `cached`; otherwise it is built:
+//!
+//! - a bootstrap variant's layer is a whole root: packages resolved and
+//!   downloaded by `kiln-debian`, assembled by `kiln-dpkg`, then provisioned;
+//! - any other variant's parent layers are mounted read-only as the lower
+//!   directories of an overlayfs over a fresh upper directory; its packages
+//!   are installed and it is provisioned in the merged view; the upper
+//!   directory is its layer.
+//!
+//! Independent variants build in parallel (`--parallel N`); a failure stops
+//! the variant's descendants only. Each variant's full log is kept in
+//! `OUT/<variant>/build.log`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use kiln_config::settings::Base;
+use kiln_debian::TreeLock;
+use kiln_plan::{Plan, Variant};
+use kiln_store::{InputKey, Store};
+
+use crate::build::{BuildSettings, FetchProgress, chain, open_source, package_job, resolve};
+use crate::cli::BuildArgs;
+use crate::plan::load_plan;
+use crate::progress::Reporter;
+use crate::report::Style;
+use crate::{Failure, Outcome};
+
+/// How a variant's build ended.
+#[derive(Clone, Debug)]
+enum Status {
+    Pending,
+    Running,
+    Cached,
+    Built(f64),
+    /// The text, and whether the configuration caused it (exit 2).
+    Failed(String, bool),
+    Skipped(String),
+}
+
+impl Status {
+    fn usable(&self) -> bool {
+        matches!(self, Status::Cached | Status::Built(_))
+    }
+}
+
+/// A variant's build log: every line of every step, with the step's name.
+struct VariantLog {
+    file: Mutex<fs::File>,
+}
+
+impl VariantLog {
+    fn create(dir: &Path) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join("build.log");
+        let file = fs::File::create(&path)?;
+        Ok(Self {
+            file: Mutex::new(file),
+        })
+    }
+
+    fn line(&self, step: &str, text: &str) {
+        if let Ok(mut f) = self.file.lock() {
+            let _ = writeln!(f, "[{step}] {text}");
+        }
+    }
+}
+
+/// Everything the workers share.
+struct Ctx<'a> {
+    tree: &'a kiln_config::Tree,
+    plan: &'a Plan,
+    settings: &'a BuildSettings,
+    store: &'a Store,
+    reporter: &'a Reporter,
+    lock: &'a Mutex<TreeLock>,
+    revise: &'a BTreeSet<usize>,
+    /// Verified indexes by (suite, architecture), fetched once per build.
+    sources: &'a Mutex<std::collections::BTreeMap<(String, String), Arc<OpenSource>>>,
+}
+
+/// A Debian source with its indexes fetched, and the apt sources behind it.
+struct OpenSource {
+    source: kiln_debian::DebianSource,
+    apt: Vec<kiln_debian::AptSource>,
+}
+
+pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
+    let (tree, plan) = load_plan(&args.dir, &crate::build::selection(&args.select), style)?;
+    let settings = BuildSettings::resolve(&tree, &args.fetch, args.locked, args.jobs)?;
+    let store = Store::open(&settings.cache_dir.join("store"))
+        .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;
+    let reporter = Reporter::new();
+    fs::create_dir_all(&settings.out_dir).map_err(|e| {
+        Failure::Build(format!(
+            "error: failed to create `{}`: {e}\n",
+            settings.out_dir.display()
+        ))
+    })?;
+    crate::staging::clean_stale(&settings.out_dir);
+    let lock = TreeLock::read_or_default(&settings.lock_path)
+        .map_err(|e| Failure::Config(format!("error: {}\n", chain(&e))))?;
+    let lock_before = lock.clone();
+    let lock = Mutex::new(lock);
+    // `--revise` rebuilds the selected variants (the plan holds their
+    // ancestors too; those are only rebuilt when selected by name or key).
+    let revise: BTreeSet<usize> = if args.revise {
+        plan.variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| crate::build::selected(v, &args.select))
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let sources = Mutex::new(std::collections::BTreeMap::new());
+    let ctx = Ctx {
+        tree: &tree,
+        plan: &plan,
+        settings: &settings,
+        store: &store,
+        reporter: &reporter,
+        lock: &lock,
+        revise: &revise,
+        sources: &sources,
+    };
+
+    let n = plan.variants.len();
+    let state = Mutex::new(vec![Status::Pending; n]);
+    let wake = Condvar::new();
+    std::thread::scope(|scope| {
+        for _ in 0..args.parallel.max(1) {
+            scope.spawn(|| worker(&ctx, &state, &wake));
+        }
+    });
+    let statuses = state.into_inner().expect("workers finished");
+
+    let lock = lock.into_inner().expect("not poisoned");
+    if lock != lock_before && !settings.locked {
+        lock.write(&settings.lock_path)
+            .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;
+    }
+    summarize(&plan, &settings, &statuses)
+}
+
+/// Takes ready variants until none is left.
+fn worker(ctx: &Ctx<'_>, state: &Mutex<Vec<Status>>, wake: &Condvar) {
+    loop {
+        let next = {
+            let mut s = state.lock().expect("not poisoned");
+            loop {
+                // Skip what cannot be built any more, then pick a ready one.
+                for i in 0..s.len() {
+                    if let (Status::Pending, Some(p)) = (&s[i], ctx.plan.variants[i].parent) {
+                        match &s[p] {
+                            Status::Failed(..) | Status::Skipped(_) => {
+                                s[i] = Status::Skipped(format!(
+                                    "`{}` did not build",
+                                    ctx.plan.variants[p].name
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                let ready = (0..s.len()).find(|&i| {
+                    matches!(s[i], Status::Pending)
+                        && ctx.plan.variants[i].parent.is_none_or(|p| s[p].usable())
+                });
+                if let Some(i) = ready {
+                    s[i] = Status::Running;
+                    break Some(i);
+                }
+                if !s
+                    .iter()
+                    .any(|x| matches!(x, Status::Pending | Status::Running))
+                {
+                    break None;
+                }
+                s = wake.wait(s).expect("not poisoned");
+            }
+        };
+        let Some(i) = next else {
+            wake.notify_all();
+            return;
+        };
+        let result = build_variant(ctx, i);
+        let mut s = state.lock().expect("not poisoned");
+        s[i] = result;
+        drop(s);
+        wake.notify_all();
+    }
+}
+
+fn summarize(plan: &Plan, settings: &BuildSettings, statuses: &[Status]) -> Outcome {
+    let mut out = String::new();
+    let mut failed = None;
+    let mut counts = [0usize; 4];
+    for (v, s) in plan.variants.iter().zip(statuses) {
+        let log = settings.out_dir.join(&v.name).join("build.log");
+        let (word, detail) = match s {
+            Status::Cached => {
+                counts[1] += 1;
+                ("cached", String::new())
+            }
+            Status::Built(secs) => {
+                counts[0] += 1;
+                ("built", format!("in {secs:.1}s"))
+            }
+            Status::Failed(msg, config) => {
+                counts[2] += 1;
+                failed = Some(failed.unwrap_or(true) && *config);
+                ("failed", msg.clone())
+            }
+            Status::Skipped(why) => {
+                counts[3] += 1;
+                ("skipped", why.clone())
+            }
+            Status::Pending | Status::Running => ("skipped", "not reached".to_string()),
+        };
+        let log_note = if matches!(s, Status::Built(_) | Status::Failed(..)) {
+            format!("  (log: {})", log.display())
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "{:<8} {:<28} {}{log_note}\n",
+            word,
+            v.name,
+            detail.trim_end()
+        ));
+    }
+    out.push_str(&format!(
+        "\n{} built, {} cached, {} failed, {} skipped\n",
+        counts[0], counts[1], counts[2], counts[3]
+    ));
+    match failed {
+        None => Ok(out),
+        Some(true) => Err(Failure::Config(out)),
+        Some(false) => Err(Failure::Build(out)),
+    }
+}
+
+/// The ancestors of a variant whose layers it builds on, bottom first.
+fn lower_chain(plan: &Plan, id: usize) -> Vec<usize> {
+    let mut chain = plan.ancestry(id);
+    chain.remove(0);
+    chain.reverse();
+    chain
+}
+
+fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
+    let v = &ctx.plan.variants[id];
+    let started = Instant::now();
+    let out_dir = ctx.settings.out_dir.join(&v.name);
+    let key = InputKey(v.digest.0);
+    let lock = match ctx.store.lock(&key) {
+        Ok(l) => l,
+        Err(e) => return Status::Failed(chain(&e), false),
+    };
+    if !ctx.revise.contains(&id) {
+        match ctx.store.get(&key) {
+            Ok(Some(_)) => {
+                drop(lock);
+                ctx.reporter.done(&v.name, "cached");
+                return match export(ctx, id) {
+                    Ok(()) => Status::Cached,
+                    Err(e) => Status::Failed(e, false),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return Status::Failed(chain(&e), false),
+        }
+    } else if let Err(e) = ctx.store.remove(&lock) {
+        return Status::Failed(chain(&e), false);
+    }
+    let log = match VariantLog::create(&out_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            return Status::Failed(
+                format!("failed to create `{}`: {e}", out_dir.display()),
+                false,
+            );
+        }
+    };
+    ctx.reporter.step(&v.name, "building");
+    let result = build_layer(ctx, id, &log).and_then(|stage| {
+        let parent = v.parent.map(|p| InputKey(ctx.plan.variants[p].digest.0));
+        ctx.store
+            .commit(
+                &lock,
+                stage,
+                kiln_store::NewLayer {
+                    variant: v.name.clone(),
+                    parent,
+                },
+            )
+            .map_err(|e| StepError::build(chain(&e)))
+    });
+    drop(lock);
+    match result.and_then(|_| export(ctx, id).map_err(StepError::build)) {
+        Ok(()) => {
+            log.line(
+                "kiln",
+                &format!("built in {:.1}s", started.elapsed().as_secs_f64()),
+            );
+            ctx.reporter.done(
+                &v.name,
+                &format!("built in {:.1}s", started.elapsed().as_secs_f64()),
+            );
+            Status::Built(started.elapsed().as_secs_f64())
+        }
+        Err(e) => {
+            for line in e.text.lines() {
+                log.line("kiln", line);
+            }
+            ctx.reporter.done(&v.name, "failed");
+            Status::Failed(e.text, e.config)
+        }
+    }
+}
+
+/// Why a step failed; `config` when the configuration caused it.
+struct StepError {
+    text: String,
+    config: bool,
+}
+
+impl StepError {
+    fn build(text: String) -> Self {
+        Self {
+            text,
+            config: false,
+        }
+    }
+}
+
+impl From<String> for StepError {
+    fn from(text: String) -> Self {
+        Self::build(text)
+    }
+}
+
+/// Builds a variant's layer into a stage of the store.
+fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store::Stage, StepError> {
+    let v = &ctx.plan.variants[id];
+    let key = InputKey(v.digest.0);
+    let stage = ctx.store.stage(&key).map_err(|e| chain(&e))?;
+    let image = ctx
+        .tree
+        .images
+        .iter()
+        .find(|i| i.name == v.image)
+        .expect("plan images exist");
+    let image_dir = ctx.tree.root.join(&image.dir);
+    let pctx = kiln_layers::ProvisionContext {
+        image: v.image.clone(),
+        variant: v.name.clone(),
+        keys: v.keys.clone(),
+        packages: v.settings.packages.iter().map(|p| p.name.clone()).collect(),
+    };
+    let log_line = |step: &str, line: &str| log.line(step, line);
+    if matches!(v.settings.base, Base::Bootstrap { .. }) {
+        let root = stage.tree().to_path_buf();
+        install_packages(ctx, id, &root, true, log)?;
+        remove_packages(&v.settings.remove, &root, log)?;
+        kiln_layers::provision(
+            &root,
+            &image_dir,
+            &ctx.tree.root,
+            &v.settings,
+            &pctx,
+            &log_line,
+        )
+        .map_err(|e| chain(&e))?;
+        return Ok(stage);
+    }
+    // Over the parent's layers.
+    let chain_ids = lower_chain(ctx.plan, id);
+    let keys: Vec<InputKey> = chain_ids
+        .iter()
+        .map(|&a| InputKey(ctx.plan.variants[a].digest.0))
+        .collect();
+    let _in_use = ctx.store.use_layers(&keys).map_err(|e| chain(&e))?;
+    let mut layers = Vec::new();
+    for k in &keys {
+        let layer = ctx
+            .store
+            .get(k)
+            .map_err(|e| chain(&e))?
+            .ok_or_else(|| format!("the layer `{k}` of a parent is missing from the store"))?;
+        layers.push(layer.tree.clone());
+    }
+    let stack = kiln_layers::LayerStack { layers };
+    let scratch =
+        ctx.store
+            .dir()
+            .join("scratch")
+            .join(format!("{}-{}", std::process::id(), v.name));
+    let _ = fs::remove_dir_all(&scratch);
+    let (work, mnt) = (scratch.join("work"), scratch.join("merged"));
+    for d in [&work, &mnt] {
+        fs::create_dir_all(d).map_err(|e| format!("failed to create `{}`: {e}", d.display()))?;
+    }
+    let result = (|| -> Result<(), StepError> {
+        let overlay = kiln_layers::Overlay::mount(&stack, stage.tree(), &work, &mnt)
+            .map_err(|e| chain(&e))?;
+        install_packages(ctx, id, &mnt, false, log)?;
+        remove_packages(&v.settings.remove, &mnt, log)?;
+        kiln_layers::provision(
+            &mnt,
+            &image_dir,
+            &ctx.tree.root,
+            &v.settings,
+            &pctx,
+            &log_line,
+        )
+        .map_err(|e| chain(&e))?;
+        overlay.unmount().map_err(|e| StepError::build(chain(&e)))
+    })();
+    let _ = fs::remove_dir_all(&scratch);
+    result.map(|()| stage)
+}
+
+/// The `packages` step: resolve, download and install what the root lacks.
+fn install_packages(
+    ctx: &Ctx<'_>,
+    id: usize,
+    root: &Path,
+    bootstrap: bool,
+    log: &VariantLog,
+) -> Result<(), StepError> {
+    let v = &ctx.plan.variants[id];
+    let Some(job) = package_job(ctx.plan, id) else {
+        return Ok(());
+    };
+    let name = &v.name;
+    log.line("packages", &format!("resolving against `{}`", job.suite));
+    let progress = FetchProgress::new(ctx.reporter, name);
+    let opened = {
+        // Held while fetching: variants of one suite wait for one fetch.
+        let mut cache = ctx.sources.lock().expect("not poisoned");
+        let key = (job.suite.to_string(), v.settings.arch.clone());
+        if let Some(o) = cache.get(&key) {
+            Arc::clone(o)
+        } else {
+            let (source, apt) =
+                open_source(&job, ctx.tree, ctx.settings, &progress).map_err(failure_text)?;
+            let o = Arc::new(OpenSource { source, apt });
+            cache.insert(key, Arc::clone(&o));
+            o
+        }
+    };
+    let (source, apt_sources) = (&opened.source, &opened.apt);
+    let set = {
+        let mut lock = ctx.lock.lock().expect("not poisoned");
+        resolve(&job, source, &mut lock, ctx.settings, ctx.reporter).map_err(failure_text)?
+    };
+    // Over a parent, only what is not installed yet.
+    let installed = if bootstrap {
+        BTreeSet::new()
+    } else {
+        installed_packages(root)
+    };
+    let wanted: Vec<kiln_debian::ResolvedPackage> = set
+        .packages
+        .iter()
+        .filter(|p| !installed.contains(&p.name))
+        .cloned()
+        .collect();
+    log.line(
+        "packages",
+        &format!(
+            "{} packages to install ({} already in the parent)",
+            wanted.len(),
+            set.packages.len() - wanted.len()
+        ),
+    );
+    ctx.reporter
+        .step(name, &format!("packages: downloading {}", wanted.len()));
+    let subset = kiln_debian::InstallSet { packages: wanted };
+    let cache = kiln_debian::PackageCache::new(
+        &ctx.settings.cache_dir,
+        kiln_debian::RetryPolicy::default(),
+    )
+    .offline(ctx.settings.offline);
+    let fetched = kiln_debian::DistributionSource::download(source, &subset, &cache, &progress)
+        .map_err(|e| chain(&e))?;
+    let debs: Vec<kiln_dpkg::DebFile> = fetched
+        .iter()
+        .map(|c| kiln_dpkg::DebFile {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            essential: subset.get(&c.name).is_some_and(|p| p.essential),
+        })
+        .collect();
+    let options = kiln_dpkg::AssembleOptions {
+        arch: v.settings.arch.clone(),
+        jobs: ctx.settings.jobs,
+        merged_usr: true,
+    };
+    let on_event = |e: &kiln_dpkg::Event| match e {
+        kiln_dpkg::Event::Step { name: step } => {
+            log.line("packages", step);
+            ctx.reporter.step(name, &format!("packages: {step}"));
+        }
+        kiln_dpkg::Event::ScriptOutput { step, line } => {
+            log.line(&format!("packages:{step}"), line);
+        }
+        kiln_dpkg::Event::Unpacked { .. } => {}
+    };
+    let report = if bootstrap {
+        kiln_dpkg::bootstrap(root, &debs, &options, &on_event)
+    } else if debs.is_empty() {
+        return Ok(());
+    } else {
+        kiln_dpkg::install(root, &debs, &options, &on_event)
+    };
+    let report = report.map_err(|e| chain(&e))?;
+    for (phase, took) in &report.timings {
+        log.line("packages", &format!("{phase}: {:.2}s", took.as_secs_f64()));
+    }
+    if bootstrap {
+        kiln_debian::target::configure_apt(root, apt_sources, source.indexes())
+            .map_err(|e| chain(&e))?;
+    }
+    Ok(())
+}
+
+/// The `remove` step: the root's own `dpkg --purge`, which refuses to
+/// remove what other installed packages still need.
+fn remove_packages(names: &[String], root: &Path, log: &VariantLog) -> Result<(), StepError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut argv = vec!["/usr/bin/dpkg", "--purge"];
+    argv.extend(names.iter().map(String::as_str));
+    log.line("remove", &format!("purging {}", names.join(" ")));
+    kiln_dpkg::chroot::run(root, "remove", &argv, &[], &mut |line| {
+        log.line("remove", line);
+    })
+    .map_err(|e| StepError::build(chain(&e)))
+}
+
+fn failure_text(f: Failure) -> StepError {
+    let (text, config) = match f {
+        Failure::Build(t) => (t, false),
+        Failure::Config(t) => (t, true),
+    };
+    StepError {
+        text: text.trim_end().trim_start_matches("error: ").to_string(),
+        config,
+    }
+}
+
+/// Names of the packages a root's dpkg database lists as installed.
+fn installed_packages(root: &Path) -> BTreeSet<String> {
+    let Ok(status) = fs::read_to_string(root.join("var/lib/dpkg/status")) else {
+        return BTreeSet::new();
+    };
+    status
+        .split("\n\n")
+        .filter(|stanza| stanza.lines().any(|l| l == "Status: install ok installed"))
+        .filter_map(|stanza| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix("Package: "))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Writes the variant's `dir` output (`OUT/<variant>/rootfs`) when asked
+/// for, unless the one there is already of this layer.
+fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
+    let v: &Variant = &ctx.plan.variants[id];
+    if !v
+        .settings
+        .outputs
+        .iter()
+        .any(|o| o.format == kiln_config::OutputFormat::Dir)
+    {
+        return Ok(());
+    }
+    let dest = ctx.settings.out_dir.join(&v.name).join("rootfs");
+    let marker = ctx.settings.out_dir.join(&v.name).join(".rootfs-digest");
+    if dest.is_dir() && fs::read_to_string(&marker).is_ok_and(|m| m.trim() == v.digest.to_hex()) {
+        return Ok(());
+    }
+    let chain_ids = {
+        let mut c = lower_chain(ctx.plan, id);
+        c.push(id);
+        c
+    };
+    let keys: Vec<InputKey> = chain_ids
+        .iter()
+        .map(|&a| InputKey(ctx.plan.variants[a].digest.0))
+        .collect();
+    let _in_use = ctx.store.use_layers(&keys).map_err(|e| chain(&e))?;
+    let mut layers = Vec::new();
+    for k in &keys {
+        let layer = ctx
+            .store
+            .get(k)
+            .map_err(|e| chain(&e))?
+            .ok_or_else(|| format!("layer `{k}` is missing from the store"))?;
+        layers.push(layer.tree.clone());
+    }
+    let stage = crate::staging::Stage::new(&ctx.settings.out_dir, &format!("{}-rootfs", v.name))
+        .map_err(|e| e.to_string())?;
+    let staged = stage.path().join("rootfs");
+    if layers.len() == 1 {
+        copy_tree(&layers[0], &staged)?;
+    } else {
+        let scratch = ctx.store.dir().join("scratch").join(format!(
+            "{}-{}-export",
+            std::process::id(),
+            v.name
+        ));
+        let _ = fs::remove_dir_all(&scratch);
+        let mnt = scratch.join("merged");
+        fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+        let stack = kiln_layers::LayerStack { layers };
+        let result = kiln_layers::Overlay::mount_read_only(&stack, &mnt)
+            .map_err(|e| chain(&e))
+            .and_then(|overlay| {
+                copy_tree(&mnt, &staged)?;
+                overlay.unmount().map_err(|e| chain(&e))
+            });
+        let _ = fs::remove_dir_all(&scratch);
+        result?;
+    }
+    let previous = ctx.settings.out_dir.join(&v.name).join(".rootfs-old");
+    if dest.exists() {
+        fs::rename(&dest, &previous).map_err(|e| e.to_string())?;
+    }
+    fs::rename(&staged, &dest).map_err(|e| e.to_string())?;
+    let _ = fs::remove_dir_all(&previous);
+    fs::write(&marker, v.digest.to_hex()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// `cp -a` with xattrs: owners, modes, times, hard links, devices, links.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let status = std::process::Command::new("cp")
+        .args(["-a", "--preserve=all", "--no-target-directory"])
+        .arg(from)
+        .arg(to)
+        .status()
+        .map_err(|e| format!("failed to run `cp`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "failed to copy `{}` to `{}`: cp exited with {status}",
+            from.display(),
+            to.display()
+        ))
+    }
+}

@@ -1,0 +1,307 @@
+//! Layered, incremental builds (root and network needed; skipped with
+//! `KILN_SKIP_NETWORK_TESTS=1`).
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::{TestTree, kiln};
+
+fn skip() -> bool {
+    std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some()
+        || std::fs::metadata("/proc/self").map_or(1, |m| std::os::unix::fs::MetadataExt::uid(&m))
+            != 0
+}
+
+/// A base and three children, each adding a package, a file and a script.
+fn family() -> TestTree {
+    let mut files: Vec<(String, String)> = vec![
+        ("kiln.toml".into(), "[output]\ndir = \"out\"\n".into()),
+        (
+            "base/image.toml".into(),
+            "from = \"debian:bookworm\"\npackages = [\"openssh-server\", \"busybox\"]\nrun = [\"setup.sh\"]\n".into(),
+        ),
+        ("base/setup.sh".into(), "#!/bin/sh\nset -e\necho \"base for $KILN_VARIANT\" > /etc/base-marker\n".into()),
+        ("base/rootfs/etc/motd".into(), "hello from base\n".into()),
+    ];
+    for (child, package) in [("one", "less"), ("two", "tree"), ("three", "bc")] {
+        // `three` also purges a package of the base and exports its root.
+        let extra = if child == "three" {
+            "remove = [\"busybox\"]\noutputs = [\"dir\"]\n"
+        } else {
+            ""
+        };
+        files.push((
+            format!("{child}/image.toml"),
+            format!(
+                "from = \"base\"\npackages = [\"{package}\"]\nrun = [\"setup.sh\"]\nfiles = [{{ path = \"/etc/{child}.conf\", content = \"{child}\\n\" }}]\n{extra}"
+            ),
+        ));
+        files.push((
+            format!("{child}/setup.sh"),
+            format!("#!/bin/sh\necho {child} > /etc/{child}-marker\nrm -f /etc/motd\n"),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    TestTree::new(&refs)
+}
+
+fn build(t: &TestTree, extra: &[&str]) -> crate::Run {
+    let cache = t.path().join("cache");
+    let mut args = vec!["build", ".", "--cache-dir", cache.to_str().expect("utf-8")];
+    args.extend(extra);
+    // Packages come from the shared test cache of .debs when it exists.
+    kiln(t.path(), &args)
+}
+
+fn actions(t: &TestTree) -> Vec<(String, String)> {
+    let cache = t.path().join("cache");
+    let run = kiln(
+        t.path(),
+        &[
+            "plan",
+            ".",
+            "--json",
+            "--cache-dir",
+            cache.to_str().expect("utf-8"),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    v["variants"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|x| {
+            (
+                x["name"].as_str().expect("name").to_string(),
+                x["action"].as_str().expect("action").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn built(run: &crate::Run) -> Vec<String> {
+    run.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("built "))
+        .map(|l| l.split_whitespace().next().expect("name").to_string())
+        .collect()
+}
+
+#[test]
+fn children_store_deltas_and_rebuild_exactly_what_changed() {
+    if skip() {
+        return;
+    }
+    let t = family();
+    let run = build(&t, &["--parallel", "2"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(built(&run).len(), 4, "{}", run.stdout);
+
+    // Each child's layer holds its delta only: a few MB, not a root.
+    let cache = t.path().join("cache");
+    let du = kiln(
+        t.path(),
+        &[
+            "store",
+            "du",
+            ".",
+            "--json",
+            "--cache-dir",
+            cache.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(du.code, 0, "{}", du.stderr);
+    let usage: serde_json::Value = serde_json::from_str(&du.stdout).expect("json");
+    let layers = usage["layers"].as_array().expect("layers");
+    let size = |name: &str| {
+        layers
+            .iter()
+            .find(|l| l["variant"] == name)
+            .and_then(|l| l["size"].as_u64())
+            .expect("layer")
+    };
+    assert!(
+        size("base") > 100_000_000,
+        "base is a whole root: {}",
+        size("base")
+    );
+    for child in ["one", "two", "three"] {
+        assert!(
+            size(child) < 8_000_000,
+            "{child} stores a delta, not a root: {}",
+            size(child)
+        );
+    }
+
+    // The exported merged root of `three`: its own files, the base's, not
+    // what it removed or deleted.
+    let three = t.path().join("out/three/rootfs");
+    assert_eq!(
+        std::fs::read_to_string(three.join("etc/three.conf")).expect("file"),
+        "three\n"
+    );
+    assert!(three.join("etc/base-marker").is_file() && three.join("etc/three-marker").is_file());
+    assert!(three.join("usr/bin/bc").is_file() && three.join("usr/sbin/sshd").is_file());
+    assert!(!three.join("usr/bin/busybox").exists(), "busybox purged");
+    assert!(
+        !three.join("etc/motd").exists(),
+        "deleted by the script: a whiteout"
+    );
+
+    // Nothing changed: all cached, fast.
+    let started = Instant::now();
+    let run = build(&t, &[]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(built(&run).is_empty(), "{}", run.stdout);
+    assert!(
+        took.as_secs_f64() < 0.5,
+        "a fully cached build took {took:?}"
+    );
+    assert!(actions(&t).iter().all(|(_, a)| a == "cached"));
+
+    // touch: nothing rebuilds.
+    let now = std::time::SystemTime::now();
+    for p in ["base/setup.sh", "one/setup.sh", "base/rootfs/etc/motd"] {
+        std::fs::File::options()
+            .write(true)
+            .open(t.path().join(p))
+            .expect("open")
+            .set_modified(now)
+            .expect("touch");
+    }
+    assert!(built(&build(&t, &[])).is_empty());
+
+    // One child's script: only that child.
+    std::fs::write(
+        t.path().join("two/setup.sh"),
+        "#!/bin/sh\necho changed > /etc/two-marker\n",
+    )
+    .expect("edit");
+    let run = build(&t, &[]);
+    assert_eq!(built(&run), ["two"], "{}", run.stdout);
+
+    // The base's rootfs: all four.
+    std::fs::write(t.path().join("base/rootfs/etc/motd"), "hello again\n").expect("edit");
+    let run = build(&t, &["--parallel", "2"]);
+    let mut names = built(&run);
+    names.sort();
+    assert_eq!(names, ["base", "one", "three", "two"], "{}", run.stdout);
+
+    let verify = kiln(
+        t.path(),
+        &[
+            "store",
+            "verify",
+            ".",
+            "--cache-dir",
+            cache.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
+#[test]
+fn a_failing_script_fails_its_variant_and_skips_only_its_descendants() {
+    if skip() {
+        return;
+    }
+    let t = TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "base/image.toml",
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
+        ),
+        ("bad/image.toml", "from = \"base\"\nrun = [\"fail.sh\"]\n"),
+        (
+            "bad/fail.sh",
+            "#!/bin/sh\nfor i in $(seq 1 30); do echo line-$i; done\nexit 7\n",
+        ),
+        ("after-bad/image.toml", "from = \"bad\"\n"),
+        ("good/image.toml", "from = \"base\"\nhostname = \"good\"\n"),
+    ]);
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    // The summary of a failed build goes to stderr.
+    let out = &run.stderr;
+    assert!(out.contains('7'), "exit code named: {out}");
+    assert!(
+        out.contains("line-30") && out.contains("line-11"),
+        "last 20 lines: {out}"
+    );
+    assert!(!out.contains("line-10\n"), "only the last 20 lines: {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("skipped") && l.contains("after-bad")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("built") && l.contains("good")),
+        "{out}"
+    );
+    let a = actions(&t);
+    assert!(
+        a.contains(&("bad".into(), "build".into())),
+        "nothing stored for the failed variant: {a:?}"
+    );
+    assert!(Path::new(&t.path().join("out/bad/build.log")).is_file());
+}
+
+#[test]
+fn two_builds_at_once_build_each_variant_once() {
+    if skip() {
+        return;
+    }
+    let t = TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "base/image.toml",
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
+        ),
+        (
+            "child/image.toml",
+            "from = \"base\"\nhostname = \"child\"\n",
+        ),
+    ]);
+    let cache = t.path().join("cache");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", ".", "--cache-dir"])
+            .arg(&cache)
+            .current_dir(t.path())
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (
+            a.join().expect("thread").expect("runs"),
+            b.join().expect("thread").expect("runs"),
+        )
+    });
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let count = |o: &std::process::Output, word: &str| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with(word))
+            .count()
+    };
+    assert_eq!(
+        count(&a, "built ") + count(&b, "built "),
+        2,
+        "each variant built once"
+    );
+    assert_eq!(count(&a, "cached ") + count(&b, "cached "), 2);
+}
