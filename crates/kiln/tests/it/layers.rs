@@ -305,3 +305,81 @@ fn two_builds_at_once_build_each_variant_once() {
     );
     assert_eq!(count(&a, "cached ") + count(&b, "cached "), 2);
 }
+
+#[test]
+fn sigkill_at_random_moments_leaves_a_store_that_verifies() {
+    if skip() {
+        return;
+    }
+    let t = TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "base/image.toml",
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\nrun = [{ inline = \"echo base > /etc/marker\" }]\n",
+        ),
+        (
+            "child/image.toml",
+            "from = \"base\"\npackages = [\"less\"]\nhostname = \"child\"\n",
+        ),
+        (
+            "other/image.toml",
+            "from = \"base\"\nfiles = [{ path = \"/etc/other\", content = \"x\" }]\n",
+        ),
+    ]);
+    let cache = t.path().join("cache");
+    // A fixed sequence of pseudo-random delays (0-6 s) covers resolution,
+    // download, unpack, configure, provisioning and commit across trials.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for trial in 0..10 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = std::time::Duration::from_millis(seed % 6000);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", ".", "--parallel", "2", "--cache-dir"])
+            .arg(&cache)
+            .current_dir(t.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kiln starts");
+        std::thread::sleep(delay);
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        // Whatever was interrupted, the store holds only complete layers.
+        let verify = kiln(
+            t.path(),
+            &[
+                "store",
+                "verify",
+                ".",
+                "--cache-dir",
+                cache.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(
+            verify.code, 0,
+            "trial {trial} (killed after {delay:?}): {}{}",
+            verify.stdout, verify.stderr
+        );
+    }
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let verify = kiln(
+        t.path(),
+        &[
+            "store",
+            "verify",
+            ".",
+            "--cache-dir",
+            cache.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    assert!(actions(&t).iter().all(|(_, a)| a == "cached"));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(t.path().to_str().expect("utf-8")),
+        "no mount left"
+    );
+}
