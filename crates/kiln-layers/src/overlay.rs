@@ -87,11 +87,25 @@ impl Overlay {
         &self.target
     }
 
-    /// Unmounts now. If a process still uses the mount (`EBUSY`), fails,
-    /// and the mount is then detached lazily: it goes when its last user
-    /// does. Use [`Overlay::try_unmount`] to keep it and retry.
+    /// Unmounts now. A mount can be busy for a moment without anyone
+    /// using it: a process forked by another thread (to run a command in
+    /// another root) holds copies of this process's descriptors until it
+    /// closes them or execs. So `EBUSY` is retried for up to a second;
+    /// then this fails, and the mount is detached lazily: it goes when its
+    /// last user does. Use [`Overlay::try_unmount`] to keep it and retry.
     pub fn unmount(mut self) -> Result<(), Error> {
-        self.try_unmount()
+        let mut attempts = 0;
+        loop {
+            match self.try_unmount() {
+                Err(Error::Unmount { source, .. })
+                    if attempts < 50 && source.raw_os_error() == Some(libc::EBUSY) =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Unmounts now; fails, and stays mounted, if a process still uses the
