@@ -58,9 +58,10 @@ use std::time::{Duration, Instant};
 
 pub use deb::{Compression, ControlFile, Deb, read_deb};
 pub use error::Error;
+pub use unpack::Root;
 
 use control::Stanza;
-use unpack::{Root, Unpacked};
+use unpack::Unpacked;
 
 /// A verified `.deb` to install.
 #[derive(Debug, Clone, PartialEq, Eq)]

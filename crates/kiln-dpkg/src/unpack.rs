@@ -43,33 +43,44 @@ use crate::error::Error;
 
 const WRITE_BUFFER: usize = 256 * 1024;
 
-/// The target root, held open as an `O_PATH` directory descriptor.
+/// A root directory, held open as an `O_PATH` descriptor, in which paths
+/// resolve as inside a chroot (`openat2` with `RESOLVE_IN_ROOT`): `..` and
+/// symlinks, absolute ones included, cannot lead out of it. Everything
+/// that writes into an image root (unpacking here, provisioning in
+/// kiln-layers) opens paths through it.
 #[derive(Debug)]
-pub(crate) struct Root {
+pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
 }
 
 impl Root {
     pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_dir_at(path).map_err(|e| Error::io("open", path, e))
+    }
+
+    /// Opens the root at `path`.
+    pub fn open_dir_at(path: &Path) -> io::Result<Self> {
         let fd = rustix::fs::open(
             path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        )
-        .map_err(|e| Error::io("open", path, e.into()))?;
+        )?;
         Ok(Self {
             fd,
             path: path.to_owned(),
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    /// The root on the host.
+    #[must_use]
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Opens `rel` (no leading `/`) with in-root resolution.
-    pub(crate) fn open_in_root(&self, rel: &str, flags: OFlags) -> io::Result<OwnedFd> {
+    /// Opens `rel` (no leading `/`) with in-root resolution; `CLOEXEC` is
+    /// always added.
+    pub fn open_in_root(&self, rel: &str, flags: OFlags) -> io::Result<OwnedFd> {
         let rel = if rel.is_empty() { "." } else { rel };
         rustix::fs::openat2(
             &self.fd,
@@ -82,7 +93,7 @@ impl Root {
     }
 
     /// Opens the directory `rel` for use as a parent (`O_PATH`).
-    pub(crate) fn open_dir(&self, rel: &str) -> io::Result<OwnedFd> {
+    pub fn open_dir(&self, rel: &str) -> io::Result<OwnedFd> {
         self.open_in_root(rel, OFlags::PATH | OFlags::DIRECTORY)
     }
 }

@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Uid};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
 use crate::error::Error;
@@ -21,8 +21,7 @@ use crate::error::Error;
 /// A root, held open as an `O_PATH` directory descriptor.
 #[derive(Debug)]
 pub(crate) struct RootDir {
-    fd: OwnedFd,
-    path: PathBuf,
+    inner: kiln_dpkg::Root,
 }
 
 /// A path in the root, checked: relative, `/`-separated, no `..`, no
@@ -51,40 +50,25 @@ fn split(rel: &str) -> (&str, &str) {
 
 impl RootDir {
     pub(crate) fn open(path: &Path) -> Result<Self, Error> {
-        let fd = rustix::fs::open(
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io("open", path, e.into()))?;
-        Ok(Self {
-            fd,
-            path: path.to_owned(),
-        })
+        let inner = kiln_dpkg::Root::open_dir_at(path).map_err(|e| Error::io("open", path, e))?;
+        Ok(Self { inner })
     }
 
     /// The root on the host.
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        self.inner.path()
     }
 
     /// `rel` on the host, for messages.
     pub(crate) fn host(&self, rel: &str) -> PathBuf {
-        self.path.join(rel)
+        self.inner.path().join(rel)
     }
 
     /// Opens `rel` with in-root resolution (a final symlink is followed
-    /// inside the root unless `flags` has `NOFOLLOW`).
+    /// inside the root unless `flags` has `NOFOLLOW`): kiln-dpkg's
+    /// [`kiln_dpkg::Root`], which unpacking uses too.
     fn open_in_root(&self, rel: &str, flags: OFlags) -> io::Result<OwnedFd> {
-        let rel = if rel.is_empty() { "." } else { rel };
-        rustix::fs::openat2(
-            &self.fd,
-            rel,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(io::Error::from)
+        self.inner.open_in_root(rel, flags)
     }
 
     /// The directory `rel` as an `O_PATH` descriptor, or `None` if it is
@@ -103,7 +87,11 @@ impl RootDir {
     pub(crate) fn create_dirs(&self, rel: &str, mode: u32) -> Result<OwnedFd, Error> {
         let rel = normalize(rel)?;
         let mut parent = self.dir("")?.ok_or_else(|| {
-            Error::io("open", &self.path, io::Error::from(io::ErrorKind::NotFound))
+            Error::io(
+                "open",
+                self.path(),
+                io::Error::from(io::ErrorKind::NotFound),
+            )
         })?;
         let mut prefix = String::new();
         let components: Vec<&str> = if rel.is_empty() {

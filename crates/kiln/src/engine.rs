@@ -249,6 +249,21 @@ fn summarize(plan: &Plan, settings: &BuildSettings, statuses: &[Status]) -> Outc
     }
 }
 
+/// The stored layers of `ids` (bottom first) as a stack, held in use (gc
+/// leaves them alone) while the guard lives.
+fn stack_of(
+    ctx: &Ctx<'_>,
+    ids: &[usize],
+) -> Result<(kiln_store::UseGuard, kiln_layers::LayerStack), String> {
+    let keys: Vec<InputKey> = ids
+        .iter()
+        .map(|&a| InputKey(ctx.plan.variants[a].digest.0))
+        .collect();
+    let guard = ctx.store.use_layers(&keys).map_err(|e| chain(&e))?;
+    let layers = guard.layers().iter().map(|l| l.tree.clone()).collect();
+    Ok((guard, kiln_layers::LayerStack { layers }))
+}
+
 /// The ancestors of a variant whose layers it builds on, bottom first.
 fn lower_chain(plan: &Plan, id: usize) -> Vec<usize> {
     let mut chain = plan.ancestry(id);
@@ -384,22 +399,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
         return Ok(stage);
     }
     // Over the parent's layers.
-    let chain_ids = lower_chain(ctx.plan, id);
-    let keys: Vec<InputKey> = chain_ids
-        .iter()
-        .map(|&a| InputKey(ctx.plan.variants[a].digest.0))
-        .collect();
-    let _in_use = ctx.store.use_layers(&keys).map_err(|e| chain(&e))?;
-    let mut layers = Vec::new();
-    for k in &keys {
-        let layer = ctx
-            .store
-            .get(k)
-            .map_err(|e| chain(&e))?
-            .ok_or_else(|| format!("the layer `{k}` of a parent is missing from the store"))?;
-        layers.push(layer.tree.clone());
-    }
-    let stack = kiln_layers::LayerStack { layers };
+    let (_in_use, stack) = stack_of(ctx, &lower_chain(ctx.plan, id))?;
     let scratch =
         ctx.store
             .dir()
@@ -595,30 +595,14 @@ fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
     if dest.is_dir() && fs::read_to_string(&marker).is_ok_and(|m| m.trim() == v.digest.to_hex()) {
         return Ok(());
     }
-    let chain_ids = {
-        let mut c = lower_chain(ctx.plan, id);
-        c.push(id);
-        c
-    };
-    let keys: Vec<InputKey> = chain_ids
-        .iter()
-        .map(|&a| InputKey(ctx.plan.variants[a].digest.0))
-        .collect();
-    let _in_use = ctx.store.use_layers(&keys).map_err(|e| chain(&e))?;
-    let mut layers = Vec::new();
-    for k in &keys {
-        let layer = ctx
-            .store
-            .get(k)
-            .map_err(|e| chain(&e))?
-            .ok_or_else(|| format!("layer `{k}` is missing from the store"))?;
-        layers.push(layer.tree.clone());
-    }
+    let mut ids = lower_chain(ctx.plan, id);
+    ids.push(id);
+    let (_in_use, stack) = stack_of(ctx, &ids)?;
     let stage = crate::staging::Stage::new(&ctx.settings.out_dir, &format!("{}-rootfs", v.name))
         .map_err(|e| e.to_string())?;
     let staged = stage.path().join("rootfs");
-    if layers.len() == 1 {
-        copy_tree(&layers[0], &staged)?;
+    if let [only] = stack.layers.as_slice() {
+        copy_tree(only, &staged)?;
     } else {
         let scratch = ctx.store.dir().join("scratch").join(format!(
             "{}-{}-export",
@@ -628,7 +612,6 @@ fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
         let _ = fs::remove_dir_all(&scratch);
         let mnt = scratch.join("merged");
         fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
-        let stack = kiln_layers::LayerStack { layers };
         let result = kiln_layers::Overlay::mount_read_only(&stack, &mnt)
             .map_err(|e| chain(&e))
             .and_then(|overlay| {
