@@ -126,6 +126,10 @@ impl LockFile {
 pub struct TreeLock {
     /// Locks by variant name.
     pub variants: std::collections::BTreeMap<String, LockFile>,
+    /// For each variant, an identifier of the request (base set, suite,
+    /// architecture, packages) its lock was resolved for: a lock whose
+    /// request differs no longer describes the configuration.
+    pub requests: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +144,8 @@ struct TreeLockToml {
 #[serde(deny_unknown_fields)]
 struct VariantToml {
     name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request: Option<String>,
     #[serde(default, rename = "package")]
     packages: Vec<LockedPackage>,
 }
@@ -157,16 +163,20 @@ impl TreeLock {
                 version: raw.version,
             });
         }
+        let mut requests = std::collections::BTreeMap::new();
         let variants = raw
             .variants
             .into_iter()
             .map(|v| {
                 let mut packages = v.packages;
                 packages.sort_by(|a, b| a.name.cmp(&b.name));
+                if let Some(r) = v.request {
+                    requests.insert(v.name.clone(), r);
+                }
                 (v.name, LockFile { packages })
             })
             .collect();
-        Ok(Self { variants })
+        Ok(Self { variants, requests })
     }
 
     /// Reads `path`; a missing file is an empty lock.
@@ -190,6 +200,7 @@ impl TreeLock {
                 .iter()
                 .map(|(name, lock)| VariantToml {
                     name: name.clone(),
+                    request: self.requests.get(name).cloned(),
                     packages: lock.packages.clone(),
                 })
                 .collect(),

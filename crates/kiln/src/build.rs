@@ -215,6 +215,23 @@ impl kiln_debian::Progress for FetchProgress<'_> {
     }
 }
 
+/// Identifies what a variant's packages were resolved for (suite, base
+/// set, architecture, requested packages), recorded beside its lock entry.
+pub fn request_id(job: &PackageJob<'_>) -> String {
+    let mut text = format!(
+        "{}\n{:?}\n{}\n",
+        job.suite, job.request.base, job.variant.settings.arch
+    );
+    for p in &job.request.packages {
+        text.push_str(&format!(
+            "{}={}\n",
+            p.name,
+            p.version.as_deref().unwrap_or("")
+        ));
+    }
+    blake3::hash(text.as_bytes()).to_hex()[..32].to_string()
+}
+
 /// Opens the Debian source of a variant and fetches its verified indexes.
 pub fn open_source(
     b: &PackageJob<'_>,
@@ -260,7 +277,9 @@ pub fn resolve(
     reporter: &Reporter,
 ) -> Result<InstallSet, Failure> {
     let name = &b.variant.name;
-    if let Some(locked) = lock.variants.get(name) {
+    let request = request_id(b);
+    let current = lock.requests.get(name) == Some(&request);
+    if let Some(locked) = lock.variants.get(name).filter(|_| current) {
         match source.resolve_locked(&b.request, locked) {
             Ok(set) => return Ok(set),
             Err(e) if settings.locked => {
@@ -274,7 +293,7 @@ pub fn resolve(
         }
     } else if settings.locked {
         return Err(Failure::Build(format!(
-            "error: {name}: `{LOCK_FILE}` has no entry for this variant\n  help: run `kiln lock` to create it\n"
+            "error: {name}: `{LOCK_FILE}` has no entry for this variant's present configuration\n  help: run `kiln lock` to update it\n"
         )));
     }
     let set = source
@@ -282,6 +301,7 @@ pub fn resolve(
         .map_err(|e| debian_failure(name, &e))?;
     lock.variants
         .insert(name.clone(), kiln_debian::LockFile::from_install_set(&set));
+    lock.requests.insert(name.clone(), request);
     Ok(set)
 }
 
@@ -307,6 +327,7 @@ pub fn run_lock(args: &LockArgs, style: Style) -> Outcome {
             b.variant.name.clone(),
             kiln_debian::LockFile::from_install_set(&set),
         );
+        lock.requests.insert(b.variant.name.clone(), request_id(&b));
     }
     lock.write(&settings.lock_path)
         .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;

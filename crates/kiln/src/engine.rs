@@ -82,6 +82,8 @@ struct Ctx<'a> {
     reporter: &'a Reporter,
     lock: &'a Mutex<TreeLock>,
     revise: &'a BTreeSet<usize>,
+    /// Each variant's layer key, once its lock entry is known.
+    keys: &'a Mutex<Vec<Option<InputKey>>>,
     /// Verified indexes by (suite, architecture), fetched once per build.
     sources: &'a Mutex<std::collections::BTreeMap<(String, String), Arc<OpenSource>>>,
 }
@@ -122,6 +124,7 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
         BTreeSet::new()
     };
     let sources = Mutex::new(std::collections::BTreeMap::new());
+    let keys = Mutex::new(vec![None; plan.variants.len()]);
     let ctx = Ctx {
         tree: &tree,
         plan: &plan,
@@ -131,6 +134,7 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
         lock: &lock,
         revise: &revise,
         sources: &sources,
+        keys: &keys,
     };
 
     let n = plan.variants.len();
@@ -257,7 +261,7 @@ fn stack_of(
 ) -> Result<(kiln_store::UseGuard, kiln_layers::LayerStack), String> {
     let keys: Vec<InputKey> = ids
         .iter()
-        .map(|&a| InputKey(ctx.plan.variants[a].digest.0))
+        .map(|&a| ctx.keys.lock().expect("not poisoned")[a].expect("ancestors are built first"))
         .collect();
     let guard = ctx.store.use_layers(&keys).map_err(|e| chain(&e))?;
     let layers = guard.layers().iter().map(|l| l.tree.clone()).collect();
@@ -276,7 +280,10 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
     let v = &ctx.plan.variants[id];
     let started = Instant::now();
     let out_dir = ctx.settings.out_dir.join(&v.name);
-    let key = InputKey(v.digest.0);
+    let key = match layer_key_of(ctx, id) {
+        Ok(k) => k,
+        Err(e) => return Status::Failed(e.text, e.config),
+    };
     let lock = match ctx.store.lock(&key) {
         Ok(l) => l,
         Err(e) => return Status::Failed(chain(&e), false),
@@ -308,7 +315,9 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
     };
     ctx.reporter.step(&v.name, "building");
     let result = build_layer(ctx, id, &log).and_then(|stage| {
-        let parent = v.parent.map(|p| InputKey(ctx.plan.variants[p].digest.0));
+        let parent = v
+            .parent
+            .map(|p| ctx.keys.lock().expect("not poisoned")[p].expect("parents are built first"));
         ctx.store
             .commit(
                 &lock,
@@ -367,7 +376,7 @@ impl From<String> for StepError {
 /// Builds a variant's layer into a stage of the store.
 fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store::Stage, StepError> {
     let v = &ctx.plan.variants[id];
-    let key = InputKey(v.digest.0);
+    let key = ctx.keys.lock().expect("not poisoned")[id].expect("set before building");
     let stage = ctx.store.stage(&key).map_err(|e| chain(&e))?;
     let image = ctx
         .tree
@@ -430,6 +439,67 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
     result.map(|()| stage)
 }
 
+/// A variant's verified source and resolved packages (from `kiln.lock`
+/// while its entry is current, else resolved and recorded there).
+fn resolved(
+    ctx: &Ctx<'_>,
+    id: usize,
+    progress: &FetchProgress<'_>,
+) -> Result<(Arc<OpenSource>, kiln_debian::InstallSet), StepError> {
+    let v = &ctx.plan.variants[id];
+    let job = package_job(ctx.plan, id).expect("only variants with packages resolve");
+    let opened = {
+        // Held while fetching: variants of one suite wait for one fetch.
+        let mut cache = ctx.sources.lock().expect("not poisoned");
+        let key = (job.suite.to_string(), v.settings.arch.clone());
+        if let Some(o) = cache.get(&key) {
+            Arc::clone(o)
+        } else {
+            let (source, apt) =
+                open_source(&job, ctx.tree, ctx.settings, progress).map_err(failure_text)?;
+            let o = Arc::new(OpenSource { source, apt });
+            cache.insert(key, Arc::clone(&o));
+            o
+        }
+    };
+    let set = {
+        let mut lock = ctx.lock.lock().expect("not poisoned");
+        resolve(&job, &opened.source, &mut lock, ctx.settings, ctx.reporter)
+            .map_err(failure_text)?
+    };
+    Ok((opened, set))
+}
+
+/// The key a variant's layer is stored under (see `keys.rs`); resolves the
+/// variant's packages first when `kiln.lock` has no current entry for it.
+fn layer_key_of(ctx: &Ctx<'_>, id: usize) -> Result<InputKey, StepError> {
+    let v = &ctx.plan.variants[id];
+    let parent = v
+        .parent
+        .map(|p| ctx.keys.lock().expect("not poisoned")[p].expect("parents are built first"));
+    let current = {
+        let lock = ctx.lock.lock().expect("not poisoned");
+        crate::keys::current_entry(ctx.plan, id, &lock)
+            .map(|e: Option<&kiln_debian::LockFile>| e.cloned())
+    };
+    let entry = match current {
+        Ok(entry) => entry,
+        Err(()) => {
+            ctx.reporter.step(&v.name, "resolving packages");
+            resolved(ctx, id, &FetchProgress::new(ctx.reporter, &v.name))?;
+            ctx.lock
+                .lock()
+                .expect("not poisoned")
+                .variants
+                .get(&v.name)
+                .cloned()
+        }
+    };
+    let key = crate::keys::layer_key(&v.digest, entry.as_ref(), parent.as_ref());
+    ctx.keys.lock().expect("not poisoned")[id] = Some(key);
+    Ok(key)
+}
+
 /// The `packages` step: resolve, download and install what the root lacks.
 fn install_packages(
     ctx: &Ctx<'_>,
@@ -445,25 +515,8 @@ fn install_packages(
     let name = &v.name;
     log.line("packages", &format!("resolving against `{}`", job.suite));
     let progress = FetchProgress::new(ctx.reporter, name);
-    let opened = {
-        // Held while fetching: variants of one suite wait for one fetch.
-        let mut cache = ctx.sources.lock().expect("not poisoned");
-        let key = (job.suite.to_string(), v.settings.arch.clone());
-        if let Some(o) = cache.get(&key) {
-            Arc::clone(o)
-        } else {
-            let (source, apt) =
-                open_source(&job, ctx.tree, ctx.settings, &progress).map_err(failure_text)?;
-            let o = Arc::new(OpenSource { source, apt });
-            cache.insert(key, Arc::clone(&o));
-            o
-        }
-    };
+    let (opened, set) = resolved(ctx, id, &progress)?;
     let (source, apt_sources) = (&opened.source, &opened.apt);
-    let set = {
-        let mut lock = ctx.lock.lock().expect("not poisoned");
-        resolve(&job, source, &mut lock, ctx.settings, ctx.reporter).map_err(failure_text)?
-    };
     // Over a parent, only what is not installed yet.
     let installed = if bootstrap {
         BTreeSet::new()

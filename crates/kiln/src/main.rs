@@ -7,6 +7,7 @@ mod build;
 mod cli;
 mod engine;
 mod init;
+mod keys;
 mod plan;
 mod progress;
 mod report;

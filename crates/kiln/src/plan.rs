@@ -31,19 +31,21 @@ impl Action {
 }
 
 /// What a build would do with each variant: `cached` when the store holds
-/// its layer (an absent store holds nothing and is not created).
-fn actions(plan: &Plan, store_dir: &std::path::Path) -> Vec<Action> {
+/// its layer under the key `kiln.lock` gives it (an absent store holds
+/// nothing and is not created; a variant whose lock entry is missing or
+/// stale must be resolved, so it is built).
+fn actions(tree: &kiln_config::Tree, plan: &Plan, store_dir: &std::path::Path) -> Vec<Action> {
     let store = if store_dir.join("layers").is_dir() {
         kiln_store::Store::open(store_dir).ok()
     } else {
         None
     };
-    plan.variants
+    let lock = kiln_debian::TreeLock::read_or_default(&tree.root.join(crate::build::LOCK_FILE))
+        .unwrap_or_default();
+    crate::keys::known_keys(plan, &lock)
         .iter()
-        .map(|v| match &store {
-            Some(s) if matches!(s.get(&kiln_store::InputKey(v.digest.0)), Ok(Some(_))) => {
-                Action::Cached
-            }
+        .map(|key| match (&store, key) {
+            (Some(s), Some(k)) if matches!(s.get(k), Ok(Some(_))) => Action::Cached,
             _ => Action::Build,
         })
         .collect()
@@ -100,7 +102,7 @@ pub fn run(args: &PlanArgs, style: Style) -> Outcome {
     };
     let (tree, plan) = load_plan(&args.dir, &selection, style)?;
     let actions = match crate::build::cache_dir(args.cache_dir.as_deref(), Some(&tree)) {
-        Ok(dir) => actions(&plan, &dir.join("store")),
+        Ok(dir) => actions(&tree, &plan, &dir.join("store")),
         Err(_) => vec![Action::Build; plan.variants.len()],
     };
     if args.json {

@@ -22,10 +22,17 @@ fn open(args: &StoreArgs, style: Style) -> Result<(Store, Vec<InputKey>), Failur
         let (tree, plan) =
             crate::plan::load_plan(&args.dir, &kiln_plan::Selection::default(), style)?;
         let cache = crate::build::cache_dir(args.cache_dir.as_deref(), Some(&tree))?;
-        (
-            cache,
-            plan.variants.iter().map(|v| InputKey(v.digest.0)).collect(),
-        )
+        (cache, {
+            // Layers are keyed through kiln.lock; a variant without a
+            // current entry references no layer yet.
+            let lock =
+                kiln_debian::TreeLock::read_or_default(&tree.root.join(crate::build::LOCK_FILE))
+                    .unwrap_or_default();
+            crate::keys::known_keys(&plan, &lock)
+                .into_iter()
+                .flatten()
+                .collect()
+        })
     } else {
         (
             crate::build::cache_dir(args.cache_dir.as_deref(), None)?,

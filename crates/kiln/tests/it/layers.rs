@@ -163,6 +163,18 @@ fn children_store_deltas_and_rebuild_exactly_what_changed() {
     );
     assert!(actions(&t).iter().all(|(_, a)| a == "cached"));
 
+    // Layers are keyed through kiln.lock: without it, the packages are
+    // resolved again, give the same entries, and everything is still cached.
+    std::fs::remove_file(t.path().join("kiln.lock")).expect("rm lock");
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        built(&run).is_empty(),
+        "same packages, same layers: {}",
+        run.stdout
+    );
+    assert!(t.path().join("kiln.lock").is_file());
+
     // touch: nothing rebuilds.
     let now = std::time::SystemTime::now();
     for p in ["base/setup.sh", "one/setup.sh", "base/rootfs/etc/motd"] {
