@@ -214,13 +214,24 @@ fn enter(paths: &Paths) -> io::Result<()> {
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             std::ptr::null(),
         ))?;
-        check(libc::mount(
+        // A user namespace (an unprivileged build) owns no network
+        // namespace, so sysfs cannot be mounted there: bind the host's.
+        if libc::mount(
             c"sysfs".as_ptr(),
             paths.sys.as_ptr(),
             c"sysfs".as_ptr(),
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
             std::ptr::null(),
-        ))?;
+        ) == -1
+        {
+            check(libc::mount(
+                c"/sys".as_ptr(),
+                paths.sys.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ))?;
+        }
         check(libc::mount(
             c"/dev".as_ptr(),
             paths.dev.as_ptr(),

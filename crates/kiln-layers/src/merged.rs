@@ -15,6 +15,9 @@ const MAX_SYMLINKS: usize = 40;
 
 /// The xattr that marks a directory as opaque.
 pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same mark as overlayfs writes it when mounted with `userxattr`
+/// (kiln's unprivileged builds, in a user namespace).
+pub(crate) const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 /// One entry of the merged tree.
 #[derive(Debug, Clone)]
@@ -302,16 +305,21 @@ pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// Whether the directory at `path` is marked opaque.
+/// Whether the directory at `path` is marked opaque (by a mount as root,
+/// `trusted.overlay.opaque`, or in a user namespace, `user.overlay.opaque`).
 pub(crate) fn is_opaque(path: &Path) -> Result<bool, Error> {
-    let mut value = [0u8; 8];
-    match rustix::fs::lgetxattr(path, OPAQUE_XATTR, &mut value[..]) {
-        Ok(len) => Ok(&value[..len] == b"y"),
-        Err(
-            rustix::io::Errno::NODATA | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::RANGE,
-        ) => Ok(false),
-        Err(e) => Err(Error::io("read the xattrs of", path, e.into())),
+    for name in [OPAQUE_XATTR, USER_OPAQUE_XATTR] {
+        let mut value = [0u8; 8];
+        match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+            Ok(len) if &value[..len] == b"y" => return Ok(true),
+            Ok(_)
+            | Err(
+                rustix::io::Errno::NODATA | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::RANGE,
+            ) => {}
+            Err(e) => return Err(Error::io("read the xattrs of", path, e.into())),
+        }
     }
+    Ok(false)
 }
 
 /// The iterator of [`MergedView::walk`].

@@ -13,6 +13,19 @@ use crate::merged::{is_opaque, is_whiteout};
 
 /// The mount options that make an upper directory a plain layer.
 const OPTIONS: &str = "index=off,redirect_dir=off,metacopy=off,xino=off";
+/// The same in a user namespace: `user.overlay.*` xattrs.
+const USERNS_OPTIONS: &str = "index=off,redirect_dir=nofollow,metacopy=off,xino=off,userxattr";
+
+/// Whether this process runs in a user namespace (kiln's unprivileged
+/// builds): there, overlayfs may only write `user.overlay.*` xattrs, so
+/// mounts add `userxattr`. The initial namespace maps all 2^32 ids.
+#[must_use]
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        let fields: Vec<&str> = m.split_whitespace().collect();
+        fields != ["0", "0", "4294967295"]
+    })
+}
 
 /// An overlayfs mount of a [`LayerStack`] (with an upper directory, or
 /// read-only); unmounted on drop.
@@ -50,10 +63,17 @@ impl Overlay {
         target: &Path,
     ) -> Result<Self, Error> {
         let options = format!(
-            "lowerdir={},upperdir={},workdir={},{OPTIONS}",
+            "lowerdir={},upperdir={},workdir={},{}",
             lowerdir(lowers)?,
             escape(upper)?,
-            escape(work)?
+            escape(work)?,
+            // `userxattr` allows only `redirect_dir=nofollow` (no redirects
+            // made or followed), which for kiln's layers means the same.
+            if in_user_namespace() {
+                USERNS_OPTIONS
+            } else {
+                OPTIONS
+            }
         );
         mount(lowers, target, &options, MountFlags::empty())
     }
@@ -77,7 +97,15 @@ impl Overlay {
                 .map_err(fail)?;
             return Ok(overlay);
         }
-        let options = format!("lowerdir={},{OPTIONS}", lowerdir(lowers)?);
+        let options = format!(
+            "lowerdir={},{}",
+            lowerdir(lowers)?,
+            if in_user_namespace() {
+                USERNS_OPTIONS
+            } else {
+                OPTIONS
+            }
+        );
         mount(lowers, target, &options, MountFlags::RDONLY)
     }
 

@@ -264,7 +264,19 @@ fn stack_of(
         .map(|&a| ctx.keys.lock().expect("not poisoned")[a].expect("ancestors are built first"))
         .collect();
     let guard = ctx.store.use_layers(&keys).map_err(|e| chain(&e))?;
-    let layers = guard.layers().iter().map(|l| l.tree.clone()).collect();
+    // The guard lists the layers in its own (locking) order: put them back
+    // in the stack's, bottom first.
+    let layers = keys
+        .iter()
+        .map(|k| {
+            guard
+                .layers()
+                .iter()
+                .find(|l| l.input == *k)
+                .map(|l| l.tree.clone())
+                .ok_or_else(|| format!("the layer `{k}` is missing from the store"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     Ok((guard, kiln_layers::LayerStack { layers }))
 }
 
@@ -674,6 +686,7 @@ fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
         let _ = fs::remove_dir_all(&scratch);
         result?;
     }
+    fs::create_dir_all(ctx.settings.out_dir.join(&v.name)).map_err(|e| e.to_string())?;
     let previous = ctx.settings.out_dir.join(&v.name).join(".rootfs-old");
     if dest.exists() {
         fs::rename(&dest, &previous).map_err(|e| e.to_string())?;

@@ -14,6 +14,7 @@ mod report;
 mod sources;
 mod staging;
 mod store_cmd;
+mod userns;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -49,6 +50,13 @@ fn main() -> ExitCode {
             100
         },
     };
+    // An ordinary user builds inside a user namespace where it is root
+    // over its subordinate ids (as mmdebstrap's unshare mode does).
+    if matches!(cli.command, cli::Command::Build(_) | cli::Command::Store(_)) {
+        if let Some(code) = userns::reexec_if_unprivileged() {
+            return code;
+        }
+    }
     // A build mounts overlays: in a mount namespace of its own, so every
     // mount dies with the process, even on SIGKILL. Must come before any
     // thread exists (the Ctrl-C handler below starts one).
@@ -56,7 +64,7 @@ fn main() -> ExitCode {
         if let Err(e) = kiln_layers::private_mount_namespace() {
             let _ = writeln!(
                 std::io::stderr().lock(),
-                "error: failed to make a private mount namespace: {e}\n  help: kiln build needs root (user namespaces are not supported yet)"
+                "error: failed to make a private mount namespace: {e}"
             );
             return ExitCode::from(1);
         }

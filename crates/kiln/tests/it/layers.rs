@@ -2,6 +2,7 @@
 //! `KILN_SKIP_NETWORK_TESTS=1`).
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 use crate::{TestTree, kiln};
@@ -394,4 +395,109 @@ fn sigkill_at_random_moments_leaves_a_store_that_verifies() {
         !mounts.contains(t.path().to_str().expect("utf-8")),
         "no mount left"
     );
+}
+
+/// A base, a child deleting a base file, and a grandchild exported: the
+/// grandchild's root shows all three layers in order, whiteout included.
+fn three_generations() -> TestTree {
+    TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "base/image.toml",
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
+        ),
+        (
+            "mid/image.toml",
+            "from = \"base\"\nrun = [{ inline = \"rm /etc/issue; echo mid > /etc/mid\" }]\n",
+        ),
+        (
+            "leaf/image.toml",
+            "from = \"mid\"\npackages = [\"less\"]\nfiles = [{ path = \"/etc/leaf\", content = \"leaf\" }]\noutputs = [\"dir\"]\n",
+        ),
+    ])
+}
+
+fn check_three_generations(t: &TestTree) {
+    let root = t.path().join("out/leaf/rootfs");
+    assert!(root.join("usr/bin/dpkg").is_file(), "base layer");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/mid")).expect("mid"),
+        "mid\n"
+    );
+    assert!(
+        !root.join("etc/issue").exists(),
+        "the middle layer's whiteout hides the base's file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/leaf")).expect("leaf"),
+        "leaf"
+    );
+    assert!(root.join("usr/bin/less").is_file(), "the leaf's package");
+}
+
+#[test]
+fn grandchildren_see_every_layer_in_order() {
+    if skip() {
+        return;
+    }
+    let t = three_generations();
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    check_three_generations(&t);
+}
+
+#[test]
+fn an_ordinary_user_builds_in_a_user_namespace() {
+    if skip() {
+        return;
+    }
+    // A user with subordinate ids, as `kiln build` needs one.
+    let user = "kiln-test-user";
+    if !Command::new("id")
+        .arg(user)
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let ok = Command::new("useradd")
+            .args(["--create-home", user])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "useradd");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with(&format!("{user}:"))) {
+            std::fs::write(file, format!("{text}{user}:300000:65536\n")).expect("subordinate ids");
+        }
+    }
+    let t = three_generations();
+    // A copy of kiln the user can reach, wherever the checkout is.
+    let exe = t.path().join("kiln");
+    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &exe).expect("copy kiln");
+    let chown = Command::new("chown")
+        .args(["-R", user])
+        .arg(t.path())
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "env", &format!("USER={user}")])
+        .arg(&exe)
+        .args(["build", ".", "--cache-dir"])
+        .arg(t.path().join("cache"))
+        .current_dir(t.path())
+        .output()
+        .expect("runuser");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_three_generations(&t);
+    // The build ran as the user: its files belong to the user outside.
+    let owner = std::fs::metadata(t.path().join("out/leaf/rootfs/etc/leaf"))
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .expect("meta");
+    assert_ne!(owner, 0, "not built as root");
 }
