@@ -17,9 +17,13 @@ mkdir -p "$work/tree/img"
 printf '[output]\ndir = "out"\n' > "$work/tree/kiln.toml"
 printf 'from = "debian:bookworm"\nvariant = "minbase"\n' > "$work/tree/img/image.toml"
 
-# Seconds taken by a command (its output discarded; a failure stops the run).
+# Seconds taken by a command (its output discarded; a failure stops the
+# run). `prepare` runs first, untimed, followed by `sync`: deleting the
+# previous 200 MB root belongs to neither tool's time, and its writeback
+# would otherwise land in the next measurement.
 timed() {
   local start end
+  sync
   start=$(date +%s.%N)
   "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; exit 1; }
   end=$(date +%s.%N)
@@ -27,27 +31,28 @@ timed() {
 }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-mm() { rm -rf "$work/mm-root"; mmdebstrap --variant=minbase --mode=root --quiet bookworm "$work/mm-root"; }
-kiln_cold() { rm -rf "$work/cache" "$work/tree/out" "$work/tree/kiln.lock"; "$kiln" build "$work/tree" --cache-dir "$work/cache"; }
-# Warm: indexes and .debs cached, but no layer (the layer store would make
-# the build a no-op: that case is the "fully cached rebuild" below).
-kiln_warm() { rm -rf "$work/tree/out" "$work/cache/store"; "$kiln" build "$work/tree" --cache-dir "$work/cache" "$@"; }
+mm() { mmdebstrap --variant=minbase --mode=root --quiet bookworm "$work/mm-root"; }
+kiln_build() { "$kiln" build "$work/tree" --cache-dir "$work/cache" "$@"; }
+# Cold: nothing cached. Warm: indexes and .debs cached, but no layer (the
+# layer store would make the build a no-op: that case is timed last).
+prep_mm() { rm -rf "$work/mm-root"; }
+prep_cold() { rm -rf "$work/cache" "$work/tree/out" "$work/tree/kiln.lock"; }
+prep_warm() { rm -rf "$work/tree/out" "$work/cache/store"; }
 
-declare -a kc mc kw kwo mw
+# One round: kiln cold, kiln warm, kiln warm --offline, mmdebstrap; rounds
+# repeat, so every measurement of a round sees the same machine state.
+declare -a kc kw kwo mc
 for i in $(seq "$runs"); do
-  kc+=("$(timed kiln_cold)")
-  mc+=("$(timed mm)")
+  prep_cold; kc+=("$(timed kiln_build)")
+  prep_warm; kw+=("$(timed kiln_build)")
+  prep_warm; kwo+=("$(timed kiln_build --offline)")
+  prep_mm; mc+=("$(timed mm)")
 done
-for i in $(seq "$runs"); do
-  kw+=("$(timed kiln_warm)")
-  kwo+=("$(timed kiln_warm --offline)")
-  mw+=("$(timed mm)")
-done
-k_c=$(median "${kc[@]}"); m_c=$(median "${mc[@]}")
-k_w=$(median "${kw[@]}"); k_wo=$(median "${kwo[@]}"); m_w=$(median "${mw[@]}")
-echo "runs: $runs (alternating); seconds, median"
-echo "cold: kiln $k_c  mmdebstrap $m_c  ratio $(echo "scale=2; $k_c / $m_c" | bc)   (all: kiln ${kc[*]} / mmdebstrap ${mc[*]})"
-echo "warm: kiln $k_w  kiln --offline $k_wo  mmdebstrap $m_w  ratio $(echo "scale=2; $k_w / $m_w" | bc) / $(echo "scale=2; $k_wo / $m_w" | bc)"
-echo "      (all: kiln ${kw[*]} / offline ${kwo[*]} / mmdebstrap ${mw[*]})"
+k_c=$(median "${kc[@]}"); k_w=$(median "${kw[@]}"); k_wo=$(median "${kwo[@]}"); m=$(median "${mc[@]}")
+echo "rounds: $runs (kiln cold, warm, warm --offline, mmdebstrap); seconds, median"
+echo "mmdebstrap: $m   (all: ${mc[*]})"
+echo "kiln cold: $k_c  ratio $(echo "scale=2; $k_c / $m" | bc)   (all: ${kc[*]})"
+echo "kiln warm: $k_w  ratio $(echo "scale=2; $k_w / $m" | bc)   (all: ${kw[*]})"
+echo "kiln warm --offline: $k_wo  ratio $(echo "scale=2; $k_wo / $m" | bc)   (all: ${kwo[*]})"
 cached=$(timed "$kiln" build "$work/tree" --cache-dir "$work/cache")
 echo "fully cached rebuild (layer in the store): $cached s"
