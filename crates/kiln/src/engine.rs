@@ -242,6 +242,22 @@ fn summarize(plan: &Plan, settings: &BuildSettings, statuses: &[Status]) -> Outc
             detail.trim_end()
         ));
     }
+    // Formats other than `dir` come with a later release: say so rather
+    // than pass over them in silence.
+    let pending: BTreeSet<&str> = plan
+        .variants
+        .iter()
+        .flat_map(|v| v.settings.outputs.iter())
+        .map(|o| o.format)
+        .filter(|f| *f != kiln_config::OutputFormat::Dir)
+        .map(kiln_config::OutputFormat::name)
+        .collect();
+    if !pending.is_empty() {
+        out.push_str(&format!(
+            "\nnote: not written yet (this kiln writes `dir` only): {}\n",
+            pending.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
     out.push_str(&format!(
         "\n{} built, {} cached, {} failed, {} skipped\n",
         counts[0], counts[1], counts[2], counts[3]
