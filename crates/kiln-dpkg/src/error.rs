@@ -113,7 +113,7 @@ pub enum Error {
     },
     /// Configuring needs root (mounts, chroot, file ownership).
     #[error(
-        "Failed to assemble `{}`: building a root needs root privileges (run kiln as root; unprivileged builds with user namespaces are not implemented yet)",
+        "Failed to assemble `{}`: building a root needs root privileges: run as root, or inside a user namespace where this process is root (the `kiln` CLI enters one for ordinary users)",
         root.display()
     )]
     NeedsRoot {
