@@ -501,3 +501,53 @@ fn an_ordinary_user_builds_in_a_user_namespace() {
         .expect("meta");
     assert_ne!(owner, 0, "not built as root");
 }
+
+#[test]
+fn store_gc_removes_what_the_plan_no_longer_references() {
+    if skip() {
+        return;
+    }
+    let t = TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "base/image.toml",
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
+        ),
+        ("child/image.toml", "from = \"base\"\nhostname = \"one\"\n"),
+    ]);
+    let cache = t.path().join("cache");
+    let cache = cache.to_str().expect("utf-8");
+    assert_eq!(build(&t, &[]).code, 0);
+    // A new configuration for the child: its old layer is no longer referenced.
+    std::fs::write(
+        t.path().join("child/image.toml"),
+        "from = \"base\"\nhostname = \"two\"\n",
+    )
+    .expect("edit");
+    assert_eq!(build(&t, &[]).code, 0);
+    let du = |t: &TestTree| -> serde_json::Value {
+        let run = kiln(
+            t.path(),
+            &["store", "du", ".", "--json", "--cache-dir", cache],
+        );
+        serde_json::from_str(&run.stdout).expect("json")
+    };
+    let before = du(&t);
+    assert_eq!(before["layers"].as_array().expect("layers").len(), 3);
+    let gc = kiln(
+        t.path(),
+        &["store", "gc", ".", "--json", "--cache-dir", cache],
+    );
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    let report: serde_json::Value = serde_json::from_str(&gc.stdout).expect("json");
+    let removed = report["removed"].as_array().expect("removed");
+    assert_eq!(removed.len(), 1, "{report}");
+    assert_eq!(removed[0]["variant"], "child");
+    let after = du(&t);
+    let layers = after["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 2);
+    assert!(layers.iter().all(|l| l["referenced"] == true));
+    // What is left still builds as cached.
+    let run = build(&t, &[]);
+    assert!(built(&run).is_empty(), "{}", run.stdout);
+}
