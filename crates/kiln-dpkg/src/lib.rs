@@ -145,7 +145,6 @@ pub fn bootstrap(
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<Report, Error> {
     require_root(root)?;
-    let mut report = Report::default();
     let started = Instant::now();
     match fs::read_dir(root) {
         Ok(mut entries) => {
@@ -168,23 +167,17 @@ pub fn bootstrap(
 
     progress(&Event::Step { name: "unpack" });
     let packages = read_all(debs, opts.jobs)?;
-    let unpacked = unpack_all(&root_dir, &packages, opts.jobs, progress)?;
-    let dirs: Vec<&[unpack::DirMeta]> = unpacked.iter().map(|u| u.dirs.as_slice()).collect();
-    // Every directory of a fresh root is the packages' own.
-    unpack::apply_dir_metadata(&root_dir, &dirs, true)?;
-    report
-        .timings
-        .push(("unpack".to_owned(), started.elapsed()));
-
-    let batch = Batch {
+    unpack_and_finish(
         root,
+        &root_dir,
         opts,
-        existing: Vec::new(),
-        files: debs,
-        packages: &packages,
-        unpacked: &unpacked,
-    };
-    finish(&batch, progress, report)
+        Vec::new(),
+        debs,
+        &packages,
+        true,
+        started,
+        progress,
+    )
 }
 
 /// Adds `debs` to the root at `root`, which must have a dpkg database (a
@@ -198,7 +191,6 @@ pub fn install(
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<Report, Error> {
     require_root(root)?;
-    let mut report = Report::default();
     let started = Instant::now();
     let status_path = root.join(database::ADMIN_DIR).join("status");
     if !status_path.is_file() {
@@ -237,19 +229,39 @@ pub fn install(
         wanted.push(file.clone());
         packages.push(deb);
     }
-    let unpacked = unpack_all(&root_dir, &packages, opts.jobs, progress)?;
+    unpack_and_finish(
+        root, &root_dir, opts, existing, &wanted, &packages, false, started, progress,
+    )
+}
+
+/// The part [`bootstrap`] and [`install`] share once they know what to
+/// install: unpack, apply directory metadata (`fresh`: every directory is
+/// the packages' own, not a parent's), then database, preinsts, configure.
+#[allow(clippy::too_many_arguments)] // one call site each; a struct would only rename them
+fn unpack_and_finish(
+    root: &Path,
+    root_dir: &Root,
+    opts: &AssembleOptions,
+    existing: Vec<Stanza>,
+    files: &[DebFile],
+    packages: &[Deb],
+    fresh: bool,
+    started: Instant,
+    progress: &(dyn Fn(&Event) + Sync),
+) -> Result<Report, Error> {
+    let mut report = Report::default();
+    let unpacked = unpack_all(root_dir, packages, opts.jobs, progress)?;
     let dirs: Vec<&[unpack::DirMeta]> = unpacked.iter().map(|u| u.dirs.as_slice()).collect();
-    unpack::apply_dir_metadata(&root_dir, &dirs, false)?;
+    unpack::apply_dir_metadata(root_dir, &dirs, fresh)?;
     report
         .timings
         .push(("unpack".to_owned(), started.elapsed()));
-
     let batch = Batch {
         root,
         opts,
         existing,
-        files: &wanted,
-        packages: &packages,
+        files,
+        packages,
         unpacked: &unpacked,
     };
     finish(&batch, progress, report)

@@ -3,7 +3,6 @@
 //! settings every build step shares. `engine.rs` drives the build itself.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use kiln_config::settings::{Base, BootstrapVariant};
 use kiln_debian::{
@@ -168,49 +167,34 @@ pub fn package_job(plan: &Plan, id: usize) -> Option<PackageJob<'_>> {
     })
 }
 
-/// Progress events from kiln-debian, forwarded to the reporter.
+/// Progress events from kiln-debian that a user should see: retries.
 pub struct FetchProgress<'a> {
     reporter: &'a Reporter,
     variant: &'a str,
-    downloaded: Mutex<(usize, u64)>,
 }
 
 impl<'a> FetchProgress<'a> {
     pub fn new(reporter: &'a Reporter, variant: &'a str) -> Self {
-        Self {
-            reporter,
-            variant,
-            downloaded: Mutex::new((0, 0)),
-        }
+        Self { reporter, variant }
     }
 }
 
 impl kiln_debian::Progress for FetchProgress<'_> {
     fn event(&self, event: &kiln_debian::Event<'_>) {
-        match event {
-            kiln_debian::Event::Retrying {
-                url,
-                attempt,
-                delay,
-                error,
-            } => self.reporter.step(
+        if let kiln_debian::Event::Retrying {
+            url,
+            attempt,
+            delay,
+            error,
+        } = event
+        {
+            self.reporter.step(
                 self.variant,
                 &format!(
                     "retrying {url} in {:.1}s (attempt {attempt} failed: {error})",
                     delay.as_secs_f64()
                 ),
-            ),
-            kiln_debian::Event::PackageReady {
-                size, cached, done, ..
-            } => {
-                if !cached {
-                    let mut d = self.downloaded.lock().expect("not poisoned");
-                    d.0 += 1;
-                    d.1 += size;
-                }
-                let _ = done;
-            }
-            _ => {}
+            );
         }
     }
 }

@@ -7,15 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{TestTree, kiln};
-
-fn skip() -> bool {
-    if std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some() {
-        return true;
-    }
-    // /proc/self belongs to this process's user.
-    std::fs::metadata("/proc/self").map_or(1, |m| std::os::unix::fs::MetadataExt::uid(&m)) != 0
-}
+use crate::{TestTree, assert_no_mount_under, assert_store_verifies, kiln, skip_end_to_end};
 
 /// Each test tree has its own cache (and so its own layer store), so tests
 /// never see each other's layers.
@@ -52,7 +44,7 @@ fn build(t: &TestTree, extra: &[&str]) -> crate::Run {
 
 #[test]
 fn minbase_matches_mmdebstrap_and_passes_dpkg_and_apt_checks() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = tree("from = \"debian:bookworm\"\nvariant = \"minbase\"\n");
@@ -97,11 +89,7 @@ fn minbase_matches_mmdebstrap_and_passes_dpkg_and_apt_checks() {
         !root.join("usr/sbin/policy-rc.d").exists(),
         "policy-rc.d removed"
     );
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(
-        !mounts.contains(root.to_str().expect("utf-8")),
-        "no mounts left under the root"
-    );
+    assert_no_mount_under(&root);
 
     // The same package set and versions as mmdebstrap with the same sources.
     if Command::new("mmdebstrap")
@@ -136,7 +124,7 @@ fn minbase_matches_mmdebstrap_and_passes_dpkg_and_apt_checks() {
 
 #[test]
 fn openssh_server_and_busybox_build_and_sshd_config_is_valid() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     // Apt lists kept (cleanup removes them by default) so apt in the image resolves.
@@ -170,7 +158,7 @@ fn openssh_server_and_busybox_build_and_sshd_config_is_valid() {
 
 #[test]
 fn user_errors_stop_the_build_and_install_nothing() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     for (image, needle) in [
@@ -211,7 +199,7 @@ fn user_errors_stop_the_build_and_install_nothing() {
 
 #[test]
 fn locked_builds_install_exactly_the_lock_and_offline_works_warm() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = tree("from = \"debian:bookworm\"\nvariant = \"essential\"\n");
@@ -310,24 +298,13 @@ fn killed_at(marker: &str, delay: std::time::Duration) {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(left, [std::ffi::OsString::from("img")]);
-    let verify = kiln(
-        t.path(),
-        &[
-            "store",
-            "verify",
-            ".",
-            "--cache-dir",
-            cache.to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(!mounts.contains(t.path().to_str().expect("utf-8")));
+    assert_store_verifies(t.path(), &cache);
+    assert_no_mount_under(t.path());
 }
 
 #[test]
 fn sigkill_during_download_unpack_and_configure_leaves_nothing_untrusted() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let ms = std::time::Duration::from_millis;
@@ -345,7 +322,7 @@ fn sigkill_during_download_unpack_and_configure_leaves_nothing_untrusted() {
 #[test]
 fn ctrl_c_stops_the_build_and_leaves_nothing_behind() {
     use std::io::{BufRead, BufReader};
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = tree("from = \"debian:bookworm\"\nvariant = \"essential\"\n");
@@ -381,11 +358,7 @@ fn ctrl_c_stops_the_build_and_leaves_nothing_behind() {
         "no staging folder: {out:?}"
     );
     assert!(!t.path().join("out/img/rootfs").exists());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(
-        !mounts.contains(t.path().to_str().expect("utf-8")),
-        "no mount left"
-    );
+    assert_no_mount_under(t.path());
     // The next build starts clean and finishes.
     let run = build(&t, &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);

@@ -5,13 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{TestTree, kiln};
-
-fn skip() -> bool {
-    std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some()
-        || std::fs::metadata("/proc/self").map_or(1, |m| std::os::unix::fs::MetadataExt::uid(&m))
-            != 0
-}
+use crate::{TestTree, assert_no_mount_under, assert_store_verifies, kiln, skip_end_to_end};
 
 /// A base and three children, each adding a package, a file and a script.
 fn family() -> TestTree {
@@ -93,7 +87,7 @@ fn built(run: &crate::Run) -> Vec<String> {
 
 #[test]
 fn children_store_deltas_and_rebuild_exactly_what_changed() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = family();
@@ -204,22 +198,12 @@ fn children_store_deltas_and_rebuild_exactly_what_changed() {
     names.sort();
     assert_eq!(names, ["base", "one", "three", "two"], "{}", run.stdout);
 
-    let verify = kiln(
-        t.path(),
-        &[
-            "store",
-            "verify",
-            ".",
-            "--cache-dir",
-            cache.to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    assert_store_verifies(t.path(), &cache);
 }
 
 #[test]
 fn a_failing_script_fails_its_variant_and_skips_only_its_descendants() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = TestTree::new(&[
@@ -269,7 +253,7 @@ fn a_failing_script_fails_its_variant_and_skips_only_its_descendants() {
 
 #[test]
 fn two_builds_at_once_build_each_variant_once() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = TestTree::new(&[
@@ -321,7 +305,7 @@ fn two_builds_at_once_build_each_variant_once() {
 
 #[test]
 fn sigkill_at_random_moments_leaves_a_store_that_verifies() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = TestTree::new(&[
@@ -378,23 +362,9 @@ fn sigkill_at_random_moments_leaves_a_store_that_verifies() {
     }
     let run = build(&t, &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let verify = kiln(
-        t.path(),
-        &[
-            "store",
-            "verify",
-            ".",
-            "--cache-dir",
-            cache.to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    assert_store_verifies(t.path(), &cache);
     assert!(actions(&t).iter().all(|(_, a)| a == "cached"));
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(
-        !mounts.contains(t.path().to_str().expect("utf-8")),
-        "no mount left"
-    );
+    assert_no_mount_under(t.path());
 }
 
 /// A base, a child deleting a base file, and a grandchild exported: the
@@ -437,7 +407,7 @@ fn check_three_generations(t: &TestTree) {
 
 #[test]
 fn grandchildren_see_every_layer_in_order() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = three_generations();
@@ -448,7 +418,7 @@ fn grandchildren_see_every_layer_in_order() {
 
 #[test]
 fn an_ordinary_user_builds_in_a_user_namespace() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     // A user with subordinate ids, as `kiln build` needs one.
@@ -504,7 +474,7 @@ fn an_ordinary_user_builds_in_a_user_namespace() {
 
 #[test]
 fn store_gc_removes_what_the_plan_no_longer_references() {
-    if skip() {
+    if skip_end_to_end() {
         return;
     }
     let t = TestTree::new(&[

@@ -85,3 +85,36 @@ pub fn filters() -> insta::Settings {
     s.set_prepend_module_to_snapshot(false);
     s
 }
+
+/// End-to-end builds need root (or a user namespace's) and the Debian
+/// archive; `KILN_SKIP_NETWORK_TESTS=1` skips them.
+pub fn skip_end_to_end() -> bool {
+    std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some()
+        // /proc/self belongs to this process's user.
+        || std::fs::metadata("/proc/self").map_or(1, |m| std::os::unix::fs::MetadataExt::uid(&m)) != 0
+}
+
+/// `kiln store verify` of the store in `cache` passes.
+pub fn assert_store_verifies(tree: &Path, cache: &Path) {
+    let run = kiln(
+        tree,
+        &[
+            "store",
+            "verify",
+            ".",
+            "--cache-dir",
+            cache.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}
+
+/// No mount of this process's namespace lies below `path`.
+pub fn assert_no_mount_under(path: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(path.to_str().expect("utf-8")),
+        "a mount is left under {}",
+        path.display()
+    );
+}
