@@ -1,0 +1,66 @@
+//! The one error type of this crate.
+//!
+//! Every message starts with "Failed to …", names the file or artifact in
+//! backticks and keeps the underlying cause as its `source`.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while writing an artifact.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file of a layer or the artifact could not be read or written.
+    #[error("Failed to {action} `{}`", path.display())]
+    Io {
+        /// What was being done: `read`, `write`, ….
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The layers could not be read as a tree.
+    #[error("Failed to read the layers")]
+    Layers(#[from] kiln_layers::Error),
+    /// Something in the tree cannot be represented in the format.
+    #[error("Failed to write `{path}` as {format}: {reason}")]
+    Unsupported {
+        /// The format's name.
+        format: &'static str,
+        /// The entry, relative to the root.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The content does not fit the size asked for.
+    #[error("Failed to fit the root into {format}: {reason}")]
+    TooLarge {
+        /// The format's name.
+        format: &'static str,
+        /// What is wrong, with the sizes.
+        reason: String,
+    },
+    /// An external tool (`mkfs.ext4`, …) failed.
+    #[error("Failed to run `{tool}` ({status}): {output}")]
+    Tool {
+        /// The command.
+        tool: String,
+        /// How it ended.
+        status: String,
+        /// The last lines it printed.
+        output: String,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! kiln's output writers.
+//!
+//! A writer turns a built variant — its stack of layers, read through
+//! [`kiln_layers::MergedView`] without mounting anything — into one
+//! artifact file: an archive, a filesystem image. Writers never read the
+//! configuration: the CLI maps an image's `outputs` to a [`Spec`] (the
+//! format and its options), and [`write_artifact`] writes it to a
+//! temporary file beside the destination and renames it into place, so a
+//! reader never sees half a file and a failed write leaves the previous
+//! artifact alone.
+//!
+//! Every writer is **reproducible**: entries are sorted, mtimes clamped to
+//! the build's epoch, inode numbers assigned in tree order, UUIDs and
+//! seeds fixed; the same layers and options give the same bytes on any
+//! machine. [`Tree`] is the deterministic listing they all start from.
+//!
+//! ```no_run
+//! use kiln_formats::{Compression, Input, Spec, write_artifact};
+//! use kiln_layers::LayerStack;
+//!
+//! let stack = LayerStack::new(vec!["store/layers/base/tree".into()]);
+//! let input = Input { stack: &stack, epoch: 1_700_000_000, threads: 2, cache_dir: None, seed: b"key" };
+//! let spec = Spec::Tar { compression: Compression::Zstd { level: 3 } };
+//! write_artifact(&spec, &input, "out/base.tar.zst".as_ref())?;
+//! # Ok::<(), kiln_formats::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod compress;
+mod cpio;
+mod error;
+mod ext4;
+mod squashfs;
+mod tar;
+mod tree;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use compress::Compression;
+pub use error::Error;
+pub use ext4::Ext4Options;
+pub use squashfs::{SquashfsCompression, SquashfsOptions};
+pub use tree::{Node, NodeKind, OPAQUE_XATTR, Tree, open_source};
+
+use kiln_layers::LayerStack;
+
+/// What a writer reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The variant's layers, bottom first; its own layer is the top one.
+    pub stack: &'a LayerStack,
+    /// The build's epoch (`SOURCE_DATE_EPOCH`): later mtimes are clamped
+    /// to it, and formats that store a creation time store it.
+    pub epoch: i64,
+    /// How many threads a writer may compress on.
+    pub threads: usize,
+    /// A folder writers may keep reusable pieces in (squashfs's compressed
+    /// blocks, keyed by their content), shared by every build on the
+    /// machine; `None` to keep nothing.
+    pub cache_dir: Option<&'a Path>,
+    /// Bytes that identify the variant's content (its layer key): UUIDs,
+    /// hash seeds and the like are derived from them, so they are fixed
+    /// for the same content and differ between variants.
+    pub seed: &'a [u8],
+}
+
+/// Writes one artifact; see the module documentation.
+pub trait Writer {
+    /// Writes the artifact to `dest`, a new file (the caller renames it).
+    fn write(&self, input: &Input<'_>, dest: &Path) -> Result<(), Error>;
+}
+
+/// A format and its options (closed set); [`Spec::writer`] gives its
+/// writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spec {
+    /// A POSIX (pax) tar of the full root.
+    Tar {
+        /// How it is compressed.
+        compression: Compression,
+    },
+    /// A newc cpio of the full root (an initramfs).
+    Cpio {
+        /// How it is compressed.
+        compression: Compression,
+    },
+    /// A newc cpio of the variant's own layer, opaque directories turned
+    /// into whiteouts, to unpack into an overlayfs upper directory.
+    OverlayCpio {
+        /// How it is compressed.
+        compression: Compression,
+    },
+    /// A squashfs of the full root.
+    Squashfs(SquashfsOptions),
+    /// A squashfs of the variant's own layer, whiteouts and opaque marks
+    /// kept, to stack as an overlayfs lower directory.
+    OverlaySquashfs(SquashfsOptions),
+    /// A raw ext4 filesystem image of the full root.
+    Ext4(Ext4Options),
+}
+
+impl Spec {
+    /// The writer for this spec.
+    #[must_use]
+    pub fn writer(&self) -> Box<dyn Writer + '_> {
+        match self {
+            Spec::Tar { compression } => Box::new(tar::TarWriter {
+                compression: *compression,
+            }),
+            Spec::Cpio { compression } => Box::new(cpio::CpioWriter {
+                compression: *compression,
+                overlay: false,
+            }),
+            Spec::OverlayCpio { compression } => Box::new(cpio::CpioWriter {
+                compression: *compression,
+                overlay: true,
+            }),
+            Spec::Squashfs(options) => Box::new(squashfs::SquashfsWriter {
+                options: options.clone(),
+                overlay: false,
+            }),
+            Spec::OverlaySquashfs(options) => Box::new(squashfs::SquashfsWriter {
+                options: options.clone(),
+                overlay: true,
+            }),
+            Spec::Ext4(options) => Box::new(ext4::Ext4Writer {
+                options: options.clone(),
+            }),
+        }
+    }
+
+    /// A stable one-line description of the format, its options and the
+    /// writer's version: two artifacts of the same layers and the same
+    /// identity are the same bytes, so an artifact stored under it can be
+    /// reused.
+    #[must_use]
+    pub fn identity(&self) -> String {
+        match self {
+            Spec::Tar { compression } => format!("tar v1 {}", compression.identity()),
+            Spec::Cpio { compression } => format!("cpio v1 {}", compression.identity()),
+            Spec::OverlayCpio { compression } => {
+                format!("overlay.cpio v1 {}", compression.identity())
+            }
+            Spec::Squashfs(o) => format!("squashfs {}", o.identity()),
+            Spec::OverlaySquashfs(o) => format!("overlay.squashfs {}", o.identity()),
+            Spec::Ext4(o) => format!("ext4 {}", o.identity()),
+        }
+    }
+}
+
+/// Writes `spec`'s artifact of `input` to `dest` atomically: into a
+/// temporary file in the same folder, synced, then renamed over `dest`.
+/// On failure the temporary file is removed and `dest` is untouched.
+pub fn write_artifact(spec: &Spec, input: &Input<'_>, dest: &Path) -> Result<(), Error> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let name = dest
+        .file_name()
+        .map_or_else(|| "artifact".into(), |n| n.to_string_lossy().into_owned());
+    let temp: PathBuf = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = fs::remove_file(&temp);
+    let result = spec.writer().write(input, &temp).and_then(|()| {
+        let f = fs::File::open(&temp).map_err(|e| Error::io("open", &temp, e))?;
+        f.sync_all().map_err(|e| Error::io("sync", &temp, e))?;
+        fs::rename(&temp, dest).map_err(|e| Error::io("rename", dest, e))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}

@@ -1,0 +1,2 @@
+//! kiln-formats' integration tests: artifacts checked with the field's own
+//! tools against the tree they were written from.
