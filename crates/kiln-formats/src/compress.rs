@@ -356,13 +356,29 @@ fn deflate_block(level: u32, dictionary: &[u8], data: &[u8], last: bool) -> io::
         let done_input = c.total_in() as usize == data.len();
         match status {
             Status::StreamEnd => break,
-            Status::Ok | Status::BufError
-                if !last && done_input && out.capacity() > out.len() =>
-            {
+            Status::Ok | Status::BufError if !last && done_input && out.capacity() > out.len() => {
                 break;
             }
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// A compressing writer that counts the (uncompressed) bytes that went
+/// through, for formats that pad to their block size.
+pub(crate) struct Counting {
+    pub(crate) inner: Box<dyn FinishWrite>,
+    pub(crate) n: u64,
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
