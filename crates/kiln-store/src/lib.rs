@@ -41,6 +41,7 @@
 //! packages, and prints nothing; input digests come from `kiln-plan`.
 #![deny(missing_docs)]
 
+mod artifact;
 mod digest;
 mod error;
 mod gc;
@@ -52,6 +53,7 @@ mod tree;
 mod usage;
 mod verify;
 
+pub use artifact::{ArtifactMeta, StoredArtifact, sha256_of};
 pub use digest::{ContentDigest, InputKey};
 pub use error::Error;
 pub use gc::{GcPolicy, GcReport};

@@ -106,6 +106,23 @@ pub enum Command {
     /// machine as it is. Refuses to overwrite an existing `kiln.toml`.
     #[command(after_help = EXIT_CODES)]
     Init(InitArgs),
+
+    /// Show what a variant or an artifact is made of
+    ///
+    /// Reads `OUT/manifest.json` and the store: the manifest entry (keys,
+    /// digests, artifacts with their revisions and SHA-256), the chain of
+    /// layers it stands on with their sizes, and the largest packages and
+    /// directories of its root.
+    ///
+    /// TARGET is a variant name, an artifact name (`app-bookworm-r2.squashfs`)
+    /// or the path of an artifact file (matched by its SHA-256).
+    ///
+    /// Examples:
+    ///   kiln inspect app-bookworm              a variant of the tree here
+    ///   kiln inspect out/app-bookworm/app-bookworm-r0.squashfs
+    ///   kiln inspect base-bookworm mytree --json
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
+    Inspect(InspectArgs),
 }
 
 /// Which variants to act on.
@@ -189,6 +206,11 @@ pub struct BuildArgs {
     /// Rebuild the selected variants even if their layers are in the store.
     #[arg(long)]
     pub revise: bool,
+
+    /// Print the manifest (`OUT/manifest.json`) as JSON instead of the
+    /// summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kiln lock`.
@@ -253,6 +275,29 @@ pub struct GcArgs {
 fn parse_size(s: &str) -> Result<u64, String> {
     kiln_config::output::parse_size(s)
         .ok_or_else(|| format!("`{s}` is not a size such as 500M or 20G"))
+}
+
+/// `kiln inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A variant, an artifact's name or an artifact file.
+    pub target: String,
+
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// The cache holding the store [default: as for `kiln build`].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// How many packages and directories to list.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kiln init`.

@@ -27,6 +27,7 @@ use kiln_plan::{Plan, Variant};
 use kiln_store::{InputKey, Store};
 
 use crate::build::{BuildSettings, FetchProgress, chain, open_source, package_job, resolve};
+use crate::manifest::{Manifest, VariantEntry};
 use crate::cli::BuildArgs;
 use crate::plan::load_plan;
 use crate::progress::Reporter;
@@ -86,6 +87,12 @@ struct Ctx<'a> {
     keys: &'a Mutex<Vec<Option<InputKey>>>,
     /// Verified indexes by (suite, architecture), fetched once per build.
     sources: &'a Mutex<std::collections::BTreeMap<(String, String), Arc<OpenSource>>>,
+    /// `OUT/manifest.json` as the build found it (for revisions).
+    previous: &'a Manifest,
+    /// The manifest entries of the variants this build finished.
+    entries: &'a Mutex<Vec<VariantEntry>>,
+    /// Threads a writer may compress on.
+    threads: usize,
 }
 
 /// A Debian source with its indexes fetched, and the apt sources behind it.
@@ -125,7 +132,12 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
     };
     let sources = Mutex::new(std::collections::BTreeMap::new());
     let keys = Mutex::new(vec![None; plan.variants.len()]);
+    let previous = Manifest::read(&settings.out_dir);
+    let entries = Mutex::new(Vec::new());
     let ctx = Ctx {
+        previous: &previous,
+        entries: &entries,
+        threads: std::thread::available_parallelism().map_or(1, usize::from),
         tree: &tree,
         plan: &plan,
         settings: &settings,
@@ -152,7 +164,26 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
         lock.write(&settings.lock_path)
             .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;
     }
-    summarize(&plan, &settings, &statuses)
+    let mut manifest = previous.clone();
+    let entries = entries.into_inner().expect("not poisoned");
+    let finished = entries.clone();
+    manifest.update(entries);
+    manifest.write(&settings.out_dir).map_err(|e| {
+        Failure::Build(format!(
+            "error: failed to write `{}`: {e}\n",
+            settings.out_dir.join(crate::manifest::MANIFEST_FILE).display()
+        ))
+    })?;
+    let summary = summarize(&plan, &settings, &statuses, &finished);
+    if args.json {
+        let json = serde_json::to_string_pretty(&manifest).expect("serializable") + "\n";
+        return match summary {
+            Ok(_) => Ok(json),
+            Err(Failure::Build(text)) => Err(Failure::Build(json + &text)),
+            Err(Failure::Config(text)) => Err(Failure::Config(json + &text)),
+        };
+    }
+    summary
 }
 
 /// Takes ready variants until none is left.
@@ -204,7 +235,12 @@ fn worker(ctx: &Ctx<'_>, state: &Mutex<Vec<Status>>, wake: &Condvar) {
     }
 }
 
-fn summarize(plan: &Plan, settings: &BuildSettings, statuses: &[Status]) -> Outcome {
+fn summarize(
+    plan: &Plan,
+    settings: &BuildSettings,
+    statuses: &[Status],
+    finished: &[VariantEntry],
+) -> Outcome {
     let mut out = String::new();
     let mut failed = None;
     let mut counts = [0usize; 4];
@@ -241,20 +277,29 @@ fn summarize(plan: &Plan, settings: &BuildSettings, statuses: &[Status]) -> Outc
             v.name,
             detail.trim_end()
         ));
+        if let Some(entry) = finished.iter().find(|e| e.variant == v.name) {
+            for a in &entry.artifacts {
+                out.push_str(&format!(
+                    "           {}  {}\n",
+                    settings.out_dir.join(&a.path).display(),
+                    crate::store_cmd::mb(a.size)
+                ));
+            }
+        }
     }
-    // Formats other than `dir` come with a later release: say so rather
-    // than pass over them in silence.
+    // Disk, OCI and flist formats come with a later release: say so
+    // rather than pass over them in silence.
     let pending: BTreeSet<&str> = plan
         .variants
         .iter()
         .flat_map(|v| v.settings.outputs.iter())
-        .map(|o| o.format)
-        .filter(|f| *f != kiln_config::OutputFormat::Dir)
-        .map(kiln_config::OutputFormat::name)
+        .filter(|o| o.format != kiln_config::OutputFormat::Dir)
+        .filter(|o| matches!(crate::artifacts::spec_of(o), Ok(None)))
+        .map(|o| o.format.name())
         .collect();
     if !pending.is_empty() {
         out.push_str(&format!(
-            "\nnote: not written yet (this kiln writes `dir` only): {}\n",
+            "\nnote: not written yet by this kiln: {}\n",
             pending.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
@@ -321,9 +366,9 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
             Ok(Some(_)) => {
                 drop(lock);
                 ctx.reporter.done(&v.name, "cached");
-                return match export(ctx, id) {
+                return match export(ctx, id).map_err(StepError::build).and_then(|()| outputs(ctx, id)) {
                     Ok(()) => Status::Cached,
-                    Err(e) => Status::Failed(e, false),
+                    Err(e) => Status::Failed(e.text, e.config),
                 };
             }
             Ok(None) => {}
@@ -358,7 +403,10 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
             .map_err(|e| StepError::build(chain(&e)))
     });
     drop(lock);
-    match result.and_then(|_| export(ctx, id).map_err(StepError::build)) {
+    match result
+        .and_then(|_| export(ctx, id).map_err(StepError::build))
+        .and_then(|()| outputs(ctx, id))
+    {
         Ok(()) => {
             log.line(
                 "kiln",
@@ -730,4 +778,83 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
             to.display()
         ))
     }
+}
+
+/// The build's epoch for a variant's artifacts: `SOURCE_DATE_EPOCH`, else
+/// the tree's `epoch`, else no clamping.
+fn artifact_epoch(ctx: &Ctx<'_>, _id: usize) -> i64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .or(ctx.tree.output.epoch)
+        .unwrap_or(i64::MAX)
+}
+
+/// Writes the variant's artifacts and SBOM and records its manifest entry.
+fn outputs(ctx: &Ctx<'_>, id: usize) -> Result<(), StepError> {
+    let v: &Variant = &ctx.plan.variants[id];
+    let key = ctx.keys.lock().expect("not poisoned")[id].expect("set before building");
+    let mut ids = lower_chain(ctx.plan, id);
+    ids.push(id);
+    let (_in_use, stack) = stack_of(ctx, &ids)?;
+    let epoch = artifact_epoch(ctx, id);
+    let previous = ctx.previous.variant(&v.name);
+    let job = crate::artifacts::Job {
+        variant: v,
+        stack: &stack,
+        key,
+        epoch,
+        threads: ctx.threads,
+        store: ctx.store,
+        out_dir: &ctx.settings.out_dir,
+        blocks_dir: &ctx.settings.cache_dir.join("blocks"),
+        previous,
+    };
+    let step = |what: &str| ctx.reporter.step(&v.name, what);
+    let artifacts = crate::artifacts::write_all(&job, &step).map_err(|e| StepError {
+        text: e.text,
+        config: e.config,
+    })?;
+    let view = kiln_layers::MergedView::new(&stack);
+    let packages = view
+        .open("var/lib/dpkg/status")
+        .ok()
+        .and_then(|mut f| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut f, &mut text).ok().map(|_| text)
+        })
+        .map(|t| crate::manifest::installed_packages(&t))
+        .unwrap_or_default();
+    let parent = v.parent.map(|p| ctx.plan.variants[p].name.clone());
+    let parent_key = v
+        .parent
+        .and_then(|p| ctx.keys.lock().expect("not poisoned")[p])
+        .map(|k| k.to_hex());
+    let layer = ctx.store.get(&key).map_err(|e| chain(&e))?;
+    let mut entry = VariantEntry {
+        variant: v.name.clone(),
+        image: v.image.clone(),
+        keys: v.keys.iter().cloned().collect(),
+        input_digest: v.digest.to_hex(),
+        layer_key: key.to_hex(),
+        parent,
+        parent_key,
+        epoch: if epoch == i64::MAX { 0 } else { epoch },
+        sbom: None,
+        build_time: crate::manifest::rfc3339(layer.map_or(0, |l| l.meta.created)),
+        artifacts,
+        packages,
+    };
+    let distro = match &v.settings.base {
+        Base::Bootstrap { suite, .. } => Some(format!("debian-{suite}")),
+        Base::Image { .. } => None,
+    };
+    let sbom_rel = format!("{}/{}.spdx.json", v.name, v.name);
+    let sbom = crate::manifest::spdx(&entry, distro.as_deref());
+    let text = serde_json::to_string_pretty(&sbom).expect("serializable") + "\n";
+    crate::manifest::write_atomic(&ctx.settings.out_dir.join(&sbom_rel), text.as_bytes())
+        .map_err(|e| format!("failed to write the SBOM `{sbom_rel}`: {e}"))?;
+    entry.sbom = Some(sbom_rel);
+    ctx.entries.lock().expect("not poisoned").push(entry);
+    Ok(())
 }

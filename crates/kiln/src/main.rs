@@ -3,11 +3,14 @@
 //! This is the only crate that prints or exits; libraries return values and
 //! diagnostics.
 
+mod artifacts;
 mod build;
 mod cli;
 mod engine;
 mod init;
+mod inspect;
 mod keys;
+mod manifest;
 mod plan;
 mod progress;
 mod report;
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         cli::Command::Lock(args) => build::run_lock(args, style),
         cli::Command::Store(cmd) => store_cmd::run(cmd, style),
         cli::Command::Init(args) => init::run(args),
+        cli::Command::Inspect(args) => inspect::run(args, style),
     };
     match result {
         Ok(text) => {

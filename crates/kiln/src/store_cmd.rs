@@ -44,7 +44,7 @@ fn open(args: &StoreArgs, style: Style) -> Result<(Store, Vec<InputKey>), Failur
     Ok((store, referenced))
 }
 
-fn mb(bytes: u64) -> String {
+pub(crate) fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 

@@ -1,0 +1,356 @@
+//! `OUT/manifest.json` and each variant's SPDX SBOM.
+//!
+//! The manifest lists every variant the tree's builds have produced, with
+//! its artifacts. A build rewrites the entries of the variants it built
+//! (or found cached) and keeps the others, so `kiln build --only …` does
+//! not forget what an earlier build wrote.
+//!
+//! Revisions follow Alpine's image builder: an artifact's name is
+//! `<variant>-r<N>.<format>`; the first is `r0`; a new build of the same
+//! variant and format keeps `N` when the file's SHA-256 is unchanged and
+//! takes `N + 1` when it changed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The file's name in the output folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The version of kiln that last wrote it.
+    pub kiln_version: String,
+    /// Every variant, sorted by name.
+    pub variants: Vec<VariantEntry>,
+}
+
+/// One variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariantEntry {
+    /// The variant's name.
+    pub variant: String,
+    /// Its image.
+    pub image: String,
+    /// Its dimension keys.
+    pub keys: BTreeMap<String, String>,
+    /// Its input digest (configuration and image files).
+    pub input_digest: String,
+    /// The key its layer is stored under (input digest, locked packages,
+    /// parent's key).
+    pub layer_key: String,
+    /// The variant it builds on.
+    pub parent: Option<String>,
+    /// The parent's layer key.
+    pub parent_key: Option<String>,
+    /// The build's epoch (`SOURCE_DATE_EPOCH`) its artifacts were written
+    /// with.
+    pub epoch: i64,
+    /// Its SPDX SBOM, relative to the output folder.
+    pub sbom: Option<String>,
+    /// What it was built or found cached at (RFC 3339, UTC).
+    pub build_time: String,
+    /// Its artifacts, in the order of its `outputs`.
+    pub artifacts: Vec<ArtifactEntry>,
+    /// The Debian packages installed in its root.
+    pub packages: Vec<PackageEntry>,
+}
+
+/// One artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactEntry {
+    /// `<variant>-r<N>.<format>`.
+    pub name: String,
+    /// `N`.
+    pub revision: u32,
+    /// The format (`squashfs`, `tar.zst`, …).
+    pub format: String,
+    /// The file, relative to the output folder.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// When it was written (RFC 3339, UTC); an artifact reused from the
+    /// store keeps the time it was first written.
+    pub build_time: String,
+    /// The version of kiln that wrote it.
+    pub kiln_version: String,
+}
+
+/// An installed package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageEntry {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its architecture.
+    pub architecture: String,
+    /// Its source package, when it differs from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `Installed-Size`, in KiB.
+    #[serde(default)]
+    pub installed_size_kib: u64,
+}
+
+impl Manifest {
+    /// The manifest in `out_dir`, or an empty one if there is none or it
+    /// cannot be read (it is rewritten whole).
+    #[must_use]
+    pub fn read(out_dir: &Path) -> Manifest {
+        fs::read_to_string(out_dir.join(MANIFEST_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// The entry of `variant`.
+    #[must_use]
+    pub fn variant(&self, variant: &str) -> Option<&VariantEntry> {
+        self.variants.iter().find(|v| v.variant == variant)
+    }
+
+    /// Replaces (or adds) the entries of `entries`.
+    pub fn update(&mut self, entries: Vec<VariantEntry>) {
+        for entry in entries {
+            self.variants.retain(|v| v.variant != entry.variant);
+            self.variants.push(entry);
+        }
+        self.variants.sort_by(|a, b| a.variant.cmp(&b.variant));
+        env!("CARGO_PKG_VERSION").clone_into(&mut self.kiln_version);
+    }
+
+    /// Writes it to `out_dir` atomically.
+    pub fn write(&self, out_dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("serializable");
+        write_atomic(&out_dir.join(MANIFEST_FILE), json.as_bytes())
+    }
+}
+
+/// The revision an artifact of `format` with `sha256` gets, given the
+/// variant's previous entry.
+#[must_use]
+pub fn revision(previous: Option<&VariantEntry>, format: &str, sha256: &str) -> u32 {
+    match previous.and_then(|p| p.artifacts.iter().find(|a| a.format == format)) {
+        Some(a) if a.sha256 == sha256 => a.revision,
+        Some(a) => a.revision + 1,
+        None => 0,
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let temp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// The installed packages of a dpkg `status` file, sorted by name.
+#[must_use]
+pub fn installed_packages(status: &str) -> Vec<PackageEntry> {
+    let mut out = Vec::new();
+    for stanza in status.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        };
+        if !field("Status").is_some_and(|s| s.ends_with(" installed")) {
+            continue;
+        }
+        let (Some(name), Some(version)) = (field("Package"), field("Version")) else {
+            continue;
+        };
+        let source = field("Source")
+            .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned())
+            .filter(|s| *s != name);
+        out.push(PackageEntry {
+            name,
+            version,
+            architecture: field("Architecture").unwrap_or_default(),
+            source,
+            installed_size_kib: field("Installed-Size")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.architecture.cmp(&b.architecture)));
+    out
+}
+
+/// `secs` since the Unix epoch as RFC 3339 in UTC.
+#[must_use]
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The SPDX 2.3 JSON document of a variant: the image as the described
+/// package, containing every installed Debian package (with a `purl`).
+/// Deterministic: its creation time is the epoch, its namespace derives
+/// from the layer key.
+#[must_use]
+pub fn spdx(entry: &VariantEntry, distro: Option<&str>) -> serde_json::Value {
+    use serde_json::json;
+    let spdx_id = |name: &str, arch: &str| {
+        let clean: String = format!("{name}-{arch}")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+            .collect();
+        format!("SPDXRef-Package-deb-{clean}")
+    };
+    let mut packages = vec![json!({
+        "SPDXID": "SPDXRef-Image",
+        "name": entry.variant,
+        "versionInfo": entry.layer_key,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "comment": format!("kiln image `{}`, variant `{}`", entry.image, entry.variant),
+    })];
+    let mut relationships = vec![json!({
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": "SPDXRef-Image",
+    })];
+    for p in &entry.packages {
+        let mut purl = format!(
+            "pkg:deb/debian/{}@{}?arch={}",
+            p.name,
+            p.version.replace(':', "%3A").replace('+', "%2B"),
+            p.architecture
+        );
+        if let Some(d) = distro {
+            purl.push_str(&format!("&distro={d}"));
+        }
+        let id = spdx_id(&p.name, &p.architecture);
+        let mut package = json!({
+            "SPDXID": id,
+            "name": p.name,
+            "versionInfo": p.version,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": purl,
+            }],
+        });
+        if let Some(source) = &p.source {
+            package["sourceInfo"] = json!(format!("built from Debian source package {source}"));
+        }
+        packages.push(package);
+        relationships.push(json!({
+            "spdxElementId": "SPDXRef-Image",
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+    json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": entry.variant,
+        "documentNamespace": format!("https://kiln.invalid/spdx/{}/{}", entry.variant, entry.layer_key),
+        "creationInfo": {
+            "created": rfc3339(entry.epoch),
+            "creators": [format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION"))],
+        },
+        "packages": packages,
+        "relationships": relationships,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn revisions_follow_content() {
+        let entry = |sha: &str, revision| VariantEntry {
+            variant: "v".into(),
+            image: "i".into(),
+            keys: BTreeMap::new(),
+            input_digest: String::new(),
+            layer_key: String::new(),
+            parent: None,
+            parent_key: None,
+            epoch: 0,
+            sbom: None,
+            build_time: String::new(),
+            artifacts: vec![ArtifactEntry {
+                name: String::new(),
+                revision,
+                format: "squashfs".into(),
+                path: String::new(),
+                size: 0,
+                sha256: sha.into(),
+                build_time: String::new(),
+                kiln_version: String::new(),
+            }],
+            packages: Vec::new(),
+        };
+        assert_eq!(revision(None, "squashfs", "a"), 0);
+        assert_eq!(revision(Some(&entry("a", 3)), "squashfs", "a"), 3);
+        assert_eq!(revision(Some(&entry("a", 3)), "squashfs", "b"), 4);
+        assert_eq!(revision(Some(&entry("a", 3)), "tar", "b"), 0);
+    }
+
+    #[test]
+    fn installed_packages_skips_removed_ones() {
+        let status = "Package: a\nStatus: install ok installed\nVersion: 1:2.0-1\nArchitecture: amd64\nInstalled-Size: 12\nSource: asrc (1)\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 1\nArchitecture: all\n";
+        let p = installed_packages(status);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].name, "a");
+        assert_eq!(p[0].source.as_deref(), Some("asrc"));
+        assert_eq!(p[0].installed_size_kib, 12);
+    }
+}
