@@ -7,6 +7,7 @@ mod build;
 mod errors;
 mod init;
 mod layers;
+mod outputs;
 mod plan;
 
 use std::path::{Path, PathBuf};

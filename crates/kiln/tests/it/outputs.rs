@@ -1,0 +1,182 @@
+//! Artifacts, the manifest, SBOMs, revisions and `kiln inspect` (root and
+//! network needed; skipped with `KILN_SKIP_NETWORK_TESTS=1`).
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::{TestTree, kiln, skip_end_to_end};
+
+fn tree() -> TestTree {
+    TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "base/image.toml",
+            "from = \"debian:bookworm\"\noutputs = [\"tar.zst\", { format = \"cpio.gz\", level = 1 }]\n",
+        ),
+        (
+            "app/image.toml",
+            "from = \"base\"\npackages = [\"busybox\"]\nfiles = [{ path = \"/etc/app.conf\", content = \"one\\n\" }]\noutputs = [\"overlay.cpio.gz\", \"tar.gz\", \"qcow2\"]\n",
+        ),
+    ])
+}
+
+fn build(t: &TestTree, extra: &[&str]) -> crate::Run {
+    let cache = t.path().join("cache");
+    let mut args = vec!["build", ".", "--cache-dir", cache.to_str().expect("utf-8")];
+    args.extend(extra);
+    kiln(t.path(), &args)
+}
+
+fn manifest(t: &TestTree) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(t.path().join("out/manifest.json")).expect("manifest"))
+        .expect("manifest is JSON")
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+fn artifact<'a>(m: &'a serde_json::Value, variant: &str, format: &str) -> &'a serde_json::Value {
+    m["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .find(|v| v["variant"] == variant)
+        .and_then(|v| v["artifacts"].as_array()?.iter().find(|a| a["format"] == format))
+        .unwrap_or_else(|| panic!("no {format} of {variant} in {m:#}"))
+}
+
+#[test]
+fn build_writes_artifacts_manifest_and_sboms() {
+    if skip_end_to_end() {
+        return;
+    }
+    let t = tree();
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("out/base/base-r0.tar.zst"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("not written yet by this kiln: qcow2"),
+        "{}",
+        run.stdout
+    );
+    let m = manifest(&t);
+    // Every artifact is where the manifest says, with its size and sha256.
+    for v in m["variants"].as_array().expect("variants") {
+        for a in v["artifacts"].as_array().expect("artifacts") {
+            let path = t.path().join("out").join(a["path"].as_str().expect("path"));
+            assert_eq!(sha256(&path), a["sha256"], "{}", path.display());
+            assert_eq!(fs::metadata(&path).expect("exists").len(), a["size"]);
+            assert_eq!(a["revision"], 0);
+        }
+    }
+    assert_eq!(
+        artifact(&m, "app", "overlay.cpio.gz")["name"],
+        "app-r0.overlay.cpio.gz"
+    );
+    let app = m["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .find(|v| v["variant"] == "app")
+        .expect("app");
+    assert_eq!(app["parent"], "base");
+    let packages = app["packages"].as_array().expect("packages");
+    assert!(packages.iter().any(|p| p["name"] == "busybox"), "{packages:?}");
+    // The field's tools read the archives.
+    let base_tar = t.path().join("out/base/base-r0.tar.zst");
+    let listing = Command::new("tar")
+        .args(["--zstd", "-tf"])
+        .arg(&base_tar)
+        .output()
+        .expect("tar");
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l == "./usr/bin/dpkg"), "{listing}");
+    let status = Command::new("tar")
+        .args(["--zstd", "-xOf"])
+        .arg(&base_tar)
+        .arg("./var/lib/dpkg/status")
+        .output()
+        .expect("tar");
+    let installed = String::from_utf8_lossy(&status.stdout)
+        .matches("Status: install ok installed")
+        .count();
+    let base = m["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .find(|v| v["variant"] == "base")
+        .expect("base");
+    assert_eq!(base["packages"].as_array().expect("packages").len(), installed);
+    // The SBOM lists the image and every package.
+    let sbom: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(t.path().join("out").join(base["sbom"].as_str().expect("sbom")))
+            .expect("sbom"),
+    )
+    .expect("SBOM is JSON");
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    assert_eq!(sbom["packages"].as_array().expect("packages").len(), installed + 1);
+    let purl = &sbom["packages"][1]["externalRefs"][0]["referenceLocator"];
+    assert!(
+        purl.as_str().expect("purl").starts_with("pkg:deb/debian/"),
+        "{purl}"
+    );
+    let overlay = t.path().join("out/app/app-r0.overlay.cpio.gz");
+    let cpio = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | cpio -it", overlay.display()))
+        .output()
+        .expect("cpio");
+    let names = String::from_utf8_lossy(&cpio.stdout);
+    assert!(names.lines().any(|l| l == "etc/app.conf"), "{names}");
+    assert!(!names.lines().any(|l| l == "usr/bin/dpkg"), "only the layer: {names}");
+
+    // A second build reuses everything and copies nothing; --json prints
+    // the manifest.
+    let mtime = fs::metadata(&base_tar).and_then(|m| m.modified()).expect("mtime");
+    let run = build(&t, &["--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let printed: serde_json::Value = serde_json::from_str(&run.stdout).expect("--json prints JSON");
+    assert_eq!(printed, manifest(&t));
+    assert_eq!(
+        fs::metadata(&base_tar).and_then(|m| m.modified()).expect("mtime"),
+        mtime
+    );
+
+    // New content in `app`: its artifacts take r1, the base keeps r0.
+    fs::write(
+        t.path().join("app/image.toml"),
+        "from = \"base\"\npackages = [\"busybox\"]\nfiles = [{ path = \"/etc/app.conf\", content = \"two\\n\" }]\noutputs = [\"overlay.cpio.gz\", \"tar.gz\"]\n",
+    )
+    .expect("write");
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let m = manifest(&t);
+    assert_eq!(artifact(&m, "app", "tar.gz")["revision"], 1);
+    assert_eq!(artifact(&m, "base", "tar.zst")["revision"], 0);
+    assert!(t.path().join("out/app/app-r1.tar.gz").is_file());
+    assert!(!t.path().join("out/app/app-r0.tar.gz").exists(), "the old revision is replaced");
+
+    // inspect: by variant, by artifact file; an unknown name is exit 2.
+    let cache = t.path().join("cache");
+    let cache = cache.to_str().expect("utf-8");
+    let run = kiln(t.path(), &["inspect", "app", ".", "--cache-dir", cache]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for needle in ["parent        base", "layers (top first)", "largest packages", "/usr"] {
+        assert!(run.stdout.contains(needle), "{needle}: {}", run.stdout);
+    }
+    let run = kiln(
+        t.path(),
+        &["inspect", "out/app/app-r1.tar.gz", ".", "--cache-dir", cache, "--json"],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(v["artifact"]["name"], "app-r1.tar.gz");
+    assert_eq!(v["layers"].as_array().expect("layers").len(), 2);
+    let run = kiln(t.path(), &["inspect", "nope", ".", "--cache-dir", cache]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("`nope` is neither a variant nor an artifact"), "{}", run.stderr);
+}
