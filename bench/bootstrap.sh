@@ -17,19 +17,9 @@ mkdir -p "$work/tree/img"
 printf '[output]\ndir = "out"\n' > "$work/tree/kiln.toml"
 printf 'from = "debian:bookworm"\nvariant = "minbase"\n' > "$work/tree/img/image.toml"
 
-# Seconds taken by a command (its output discarded; a failure stops the
-# run). `prepare` runs first, untimed, followed by `sync`: deleting the
-# previous 200 MB root belongs to neither tool's time, and its writeback
-# would otherwise land in the next measurement.
-timed() {
-  local start end
-  sync
-  start=$(date +%s.%N)
-  "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; exit 1; }
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc
-}
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Cleanup between runs (deleting the previous 200 MB root) is untimed and
+# followed by `sync` in `timed`: it belongs to neither tool's time.
+. bench/lib.sh
 
 mm() { mmdebstrap --variant=minbase --mode=root --quiet bookworm "$work/mm-root"; }
 kiln_build() { "$kiln" build "$work/tree" --cache-dir "$work/cache" "$@"; }
