@@ -240,13 +240,21 @@ pub(crate) fn check_outputs(v: &Value, diags: &mut Diagnostics) {
                 let specs = format.options();
                 let mut names: Vec<&str> = specs.iter().map(|s| s.name).collect();
                 names.push("format");
+                let compression = t
+                    .get("compression")
+                    .and_then(|e| e.value.as_str())
+                    .unwrap_or("zstd");
                 for (key, entry) in t {
                     let (key, _) = split_replace(key);
                     if key == "format" {
                         continue;
                     }
                     match specs.iter().find(|s| s.name == key) {
-                        Some(spec) => check_option(spec, &entry.value, diags),
+                        Some(spec) => {
+                            if check_option(spec, &entry.value, diags) {
+                                check_range(format, compression, key, &entry.value, diags);
+                            }
+                        }
                         None => diags.push(
                             Diagnostic::at(
                                 &entry.key,
@@ -271,7 +279,64 @@ pub(crate) fn check_outputs(v: &Value, diags: &mut Diagnostics) {
     }
 }
 
-fn check_option(spec: &OptionSpec, v: &Value, diags: &mut Diagnostics) {
+/// The compression levels a format (and, for squashfs, its compressor)
+/// accepts; `None` when it takes no level.
+#[must_use]
+pub fn level_range(format: OutputFormat, compression: &str) -> Option<(i64, i64)> {
+    match format {
+        OutputFormat::TarGz | OutputFormat::CpioGz | OutputFormat::OverlayCpioGz => Some((1, 9)),
+        OutputFormat::TarZst | OutputFormat::CpioZst => Some((1, 22)),
+        OutputFormat::TarXz => Some((0, 9)),
+        OutputFormat::Squashfs | OutputFormat::OverlaySquashfs => match compression {
+            "zstd" => Some((1, 22)),
+            "gzip" => Some((1, 9)),
+            "xz" => Some((0, 9)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Checks a well-typed option's value against its range.
+fn check_range(
+    format: OutputFormat,
+    compression: &str,
+    key: &str,
+    v: &Value,
+    diags: &mut Diagnostics,
+) {
+    let problem = match key {
+        "level" => {
+            let level = v.as_integer().unwrap_or_default();
+            match level_range(format, compression) {
+                Some((lo, hi)) if (lo..=hi).contains(&level) => None,
+                Some((lo, hi)) => Some(format!("expected a level from {lo} to {hi}")),
+                None => Some(format!("`{compression}` takes no level")),
+            }
+        }
+        "block_size" => {
+            let size = match &v.kind {
+                Kind::Integer(n) => u64::try_from(*n).ok(),
+                Kind::String(s) => parse_size(s),
+                _ => None,
+            };
+            match size {
+                Some(n) if n.is_power_of_two() && (4096..=1 << 20).contains(&n) => None,
+                _ => Some("expected a power of two from 4K to 1M".to_string()),
+            }
+        }
+        _ => None,
+    };
+    if let Some(label) = problem {
+        diags.push(Diagnostic::at(
+            &v.origin,
+            format!("invalid value for option `{key}` of `{}`", format.name()),
+            label,
+        ));
+    }
+}
+
+fn check_option(spec: &OptionSpec, v: &Value, diags: &mut Diagnostics) -> bool {
     let ok = match (spec.kind, &v.kind) {
         (OptionKind::Integer, Kind::Integer(_))
         | (OptionKind::Text, Kind::String(_))
@@ -293,4 +358,5 @@ fn check_option(spec: &OptionSpec, v: &Value, diags: &mut Diagnostics) {
             format!("expected {expected}"),
         ));
     }
+    ok
 }

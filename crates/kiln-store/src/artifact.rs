@@ -154,10 +154,11 @@ impl Store {
             }
             Err(e) => return Err(write_err(e)),
         }
-        self.artifact(layer, identity)?.ok_or_else(|| Error::ReadMeta {
-            path: dest,
-            source: std::io::Error::other("the artifact vanished after it was stored"),
-        })
+        self.artifact(layer, identity)?
+            .ok_or_else(|| Error::ReadMeta {
+                path: dest,
+                source: std::io::Error::other("the artifact vanished after it was stored"),
+            })
     }
 
     /// Every artifact stored with `layer`.
@@ -201,5 +202,10 @@ pub fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
         size += n as u64;
     }
     let digest = hasher.finalize();
-    Ok((size, digest.iter().map(|b| format!("{b:02x}")).collect()))
+    let hex = digest.iter().fold(String::with_capacity(64), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    Ok((size, hex))
 }

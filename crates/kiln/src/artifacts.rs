@@ -7,7 +7,7 @@ use std::path::Path;
 
 use kiln_config::OutputFormat;
 use kiln_config::settings::{OptionValue, OutputSpec};
-use kiln_formats::{Compression, Ext4Options, SquashfsCompression, SquashfsOptions, Spec};
+use kiln_formats::{Compression, Ext4Options, Spec, SquashfsCompression, SquashfsOptions};
 use kiln_layers::LayerStack;
 use kiln_plan::Variant;
 use kiln_store::{InputKey, Store};
@@ -42,7 +42,9 @@ pub fn spec_of(output: &OutputSpec) -> Result<Option<Spec>, String> {
         match output.options.get(name) {
             None => Ok(None),
             Some(OptionValue::Integer(n)) => Ok(Some(*n)),
-            Some(OptionValue::Text(t)) => Err(format!("option `{name}` must be an integer, not `{t}`")),
+            Some(OptionValue::Text(t)) => {
+                Err(format!("option `{name}` must be an integer, not `{t}`"))
+            }
         }
     };
     let size = |name: &str| -> Result<Option<u64>, String> {
@@ -68,10 +70,16 @@ pub fn spec_of(output: &OutputSpec) -> Result<Option<Spec>, String> {
         })
     };
     let checked = |c: Compression| c.validate().map(|()| c);
-    let gzip = || checked(Compression::Gzip { level: level_u32(6)? });
+    let gzip = || {
+        checked(Compression::Gzip {
+            level: level_u32(6)?,
+        })
+    };
     let zstd = || {
         checked(Compression::Zstd {
-            level: level.map_or(Ok(3), i32::try_from).map_err(|_| "option `level` is too large".to_string())?,
+            level: level
+                .map_or(Ok(3), i32::try_from)
+                .map_err(|_| "option `level` is too large".to_string())?,
         })
     };
     let squashfs = || -> Result<SquashfsOptions, String> {
@@ -98,14 +106,26 @@ pub fn spec_of(output: &OutputSpec) -> Result<Option<Spec>, String> {
         OutputFormat::Tar => Spec::Tar {
             compression: Compression::None,
         },
-        OutputFormat::TarGz => Spec::Tar { compression: gzip()? },
-        OutputFormat::TarZst => Spec::Tar { compression: zstd()? },
-        OutputFormat::TarXz => Spec::Tar {
-            compression: checked(Compression::Xz { level: level_u32(6)? })?,
+        OutputFormat::TarGz => Spec::Tar {
+            compression: gzip()?,
         },
-        OutputFormat::CpioGz => Spec::Cpio { compression: gzip()? },
-        OutputFormat::CpioZst => Spec::Cpio { compression: zstd()? },
-        OutputFormat::OverlayCpioGz => Spec::OverlayCpio { compression: gzip()? },
+        OutputFormat::TarZst => Spec::Tar {
+            compression: zstd()?,
+        },
+        OutputFormat::TarXz => Spec::Tar {
+            compression: checked(Compression::Xz {
+                level: level_u32(6)?,
+            })?,
+        },
+        OutputFormat::CpioGz => Spec::Cpio {
+            compression: gzip()?,
+        },
+        OutputFormat::CpioZst => Spec::Cpio {
+            compression: zstd()?,
+        },
+        OutputFormat::OverlayCpioGz => Spec::OverlayCpio {
+            compression: gzip()?,
+        },
         OutputFormat::Squashfs => Spec::Squashfs(squashfs()?),
         OutputFormat::OverlaySquashfs => Spec::OverlaySquashfs(squashfs()?),
         OutputFormat::Ext4 => Spec::Ext4(Ext4Options {
@@ -128,7 +148,10 @@ pub fn spec_of(output: &OutputSpec) -> Result<Option<Spec>, String> {
 /// and copies it into the output folder; `step` names what is being done.
 pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry>, OutputError> {
     let v = job.variant;
-    let build = |text: String| OutputError { text, config: false };
+    let build = |text: String| OutputError {
+        text,
+        config: false,
+    };
     let mut entries = Vec::new();
     for output in &v.settings.outputs {
         let spec = spec_of(output).map_err(|text| OutputError {
@@ -138,11 +161,18 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
         let Some(spec) = spec else { continue };
         let ext = output.format.name();
         let identity = format!("{} epoch={}", spec.identity(), job.epoch);
-        let stored = match job.store.artifact(&job.key, &identity).map_err(|e| build(crate::build::chain(&e)))? {
+        let stored = match job
+            .store
+            .artifact(&job.key, &identity)
+            .map_err(|e| build(crate::build::chain(&e)))?
+        {
             Some(stored) => stored,
             None => {
                 step(&format!("writing {ext}"));
-                let scratch = job.store.artifact_scratch().map_err(|e| build(crate::build::chain(&e)))?;
+                let scratch = job
+                    .store
+                    .artifact_scratch()
+                    .map_err(|e| build(crate::build::chain(&e)))?;
                 let file = format!("{}.{ext}", v.name);
                 let written = scratch.join(&file);
                 let input = kiln_formats::Input {
@@ -168,7 +198,10 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
         let dir = job.out_dir.join(&v.name);
         let dest = dir.join(&name);
         copy_atomic(&stored.path, &dest).map_err(|e| {
-            build(format!("failed to copy the {ext} artifact to `{}`: {e}", dest.display()))
+            build(format!(
+                "failed to copy the {ext} artifact to `{}`: {e}",
+                dest.display()
+            ))
         })?;
         remove_other_revisions(&dir, &v.name, ext, &name);
         entries.push(ArtifactEntry {
@@ -201,7 +234,9 @@ fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     let dir = to.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let name = to.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = to
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let temp = dir.join(format!(".{name}.partial-{}", std::process::id()));
     let result = fs::copy(from, &temp)
         .and_then(|_| fs::File::options().write(true).open(&temp))
@@ -216,7 +251,9 @@ fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Removes `<variant>-r<N>.<ext>` files other than `keep`: an output
 /// folder holds the current revision of each format.
 fn remove_other_revisions(dir: &Path, variant: &str, ext: &str, keep: &str) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_revision = name

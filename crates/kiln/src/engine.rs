@@ -27,8 +27,8 @@ use kiln_plan::{Plan, Variant};
 use kiln_store::{InputKey, Store};
 
 use crate::build::{BuildSettings, FetchProgress, chain, open_source, package_job, resolve};
-use crate::manifest::{Manifest, VariantEntry};
 use crate::cli::BuildArgs;
+use crate::manifest::{Manifest, VariantEntry};
 use crate::plan::load_plan;
 use crate::progress::Reporter;
 use crate::report::Style;
@@ -171,7 +171,10 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
     manifest.write(&settings.out_dir).map_err(|e| {
         Failure::Build(format!(
             "error: failed to write `{}`: {e}\n",
-            settings.out_dir.join(crate::manifest::MANIFEST_FILE).display()
+            settings
+                .out_dir
+                .join(crate::manifest::MANIFEST_FILE)
+                .display()
         ))
     })?;
     let summary = summarize(&plan, &settings, &statuses, &finished);
@@ -366,7 +369,10 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
             Ok(Some(_)) => {
                 drop(lock);
                 ctx.reporter.done(&v.name, "cached");
-                return match export(ctx, id).map_err(StepError::build).and_then(|()| outputs(ctx, id)) {
+                return match export(ctx, id)
+                    .map_err(StepError::build)
+                    .and_then(|()| outputs(ctx, id))
+                {
                     Ok(()) => Status::Cached,
                     Err(e) => Status::Failed(e.text, e.config),
                 };
@@ -821,7 +827,9 @@ fn outputs(ctx: &Ctx<'_>, id: usize) -> Result<(), StepError> {
         .ok()
         .and_then(|mut f| {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut f, &mut text).ok().map(|_| text)
+            std::io::Read::read_to_string(&mut f, &mut text)
+                .ok()
+                .map(|_| text)
         })
         .map(|t| crate::manifest::installed_packages(&t))
         .unwrap_or_default();

@@ -47,7 +47,11 @@ pub fn run(args: &InspectArgs, style: Style) -> Outcome {
             .then(a.name.cmp(&b.name))
     });
     packages.truncate(args.top);
-    let dirs = match chain.iter().map(|l| l.tree.clone()).collect::<Option<Vec<_>>>() {
+    let dirs = match chain
+        .iter()
+        .map(|l| l.tree.clone())
+        .collect::<Option<Vec<_>>>()
+    {
         Some(mut layers) => {
             layers.reverse();
             largest_dirs(&LayerStack::new(layers), args.top)
@@ -110,7 +114,11 @@ pub fn run(args: &InspectArgs, style: Style) -> Outcome {
     }
     out.push_str("\nlayers (top first)\n");
     for l in &chain {
-        let state = if l.tree.is_some() { "" } else { "  (not in the store)" };
+        let state = if l.tree.is_some() {
+            ""
+        } else {
+            "  (not in the store)"
+        };
         out.push_str(&format!(
             "  {:<30} {}  {:>10}  {:>7} entries{state}\n",
             l.variant,
@@ -119,7 +127,10 @@ pub fn run(args: &InspectArgs, style: Style) -> Outcome {
             l.files
         ));
     }
-    out.push_str(&format!("\nlargest packages ({} installed)\n", entry.packages.len()));
+    out.push_str(&format!(
+        "\nlargest packages ({} installed)\n",
+        entry.packages.len()
+    ));
     for p in &packages {
         out.push_str(&format!(
             "  {:<30} {:<28} {:>10}\n",

@@ -148,7 +148,9 @@ pub fn revision(previous: Option<&VariantEntry>, format: &str, sha256: &str) -> 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let temp = dir.join(format!(".{name}.partial-{}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&temp)?;
@@ -192,7 +194,11 @@ pub fn installed_packages(status: &str) -> Vec<PackageEntry> {
                 .unwrap_or(0),
         });
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.architecture.cmp(&b.architecture)));
+    out.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then(a.architecture.cmp(&b.architecture))
+    });
     out
 }
 
@@ -229,7 +235,13 @@ pub fn spdx(entry: &VariantEntry, distro: Option<&str>) -> serde_json::Value {
     let spdx_id = |name: &str, arch: &str| {
         let clean: String = format!("{name}-{arch}")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         format!("SPDXRef-Package-deb-{clean}")
     };

@@ -249,3 +249,18 @@ fn usage_errors_exit_2() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--no-such-flag"), "{}", run.stderr);
 }
+
+#[test]
+fn output_options_out_of_range() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\"\noutputs = [\n  { format = \"tar.zst\", level = 30 },\n  { format = \"squashfs\", block_size = \"3000\" },\n  { format = \"squashfs\", compression = \"lz4\", level = 4 },\n  { format = \"cpio.gz\", level = 0 },\n]\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}

@@ -34,7 +34,10 @@ fn manifest(t: &TestTree) -> serde_json::Value {
 }
 
 fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
     String::from_utf8_lossy(&out.stdout)[..64].to_string()
 }
 
@@ -44,7 +47,12 @@ fn artifact<'a>(m: &'a serde_json::Value, variant: &str, format: &str) -> &'a se
         .expect("variants")
         .iter()
         .find(|v| v["variant"] == variant)
-        .and_then(|v| v["artifacts"].as_array()?.iter().find(|a| a["format"] == format))
+        .and_then(|v| {
+            v["artifacts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["format"] == format)
+        })
         .unwrap_or_else(|| panic!("no {format} of {variant} in {m:#}"))
 }
 
@@ -56,7 +64,11 @@ fn build_writes_artifacts_manifest_and_sboms() {
     let t = tree();
     let run = build(&t, &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("out/base/base-r0.tar.zst"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("out/base/base-r0.tar.zst"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("not written yet by this kiln: qcow2"),
         "{}",
@@ -84,7 +96,10 @@ fn build_writes_artifacts_manifest_and_sboms() {
         .expect("app");
     assert_eq!(app["parent"], "base");
     let packages = app["packages"].as_array().expect("packages");
-    assert!(packages.iter().any(|p| p["name"] == "busybox"), "{packages:?}");
+    assert!(
+        packages.iter().any(|p| p["name"] == "busybox"),
+        "{packages:?}"
+    );
     // The field's tools read the archives.
     let base_tar = t.path().join("out/base/base-r0.tar.zst");
     let listing = Command::new("tar")
@@ -110,15 +125,25 @@ fn build_writes_artifacts_manifest_and_sboms() {
         .iter()
         .find(|v| v["variant"] == "base")
         .expect("base");
-    assert_eq!(base["packages"].as_array().expect("packages").len(), installed);
+    assert_eq!(
+        base["packages"].as_array().expect("packages").len(),
+        installed
+    );
     // The SBOM lists the image and every package.
     let sbom: serde_json::Value = serde_json::from_str(
-        &fs::read_to_string(t.path().join("out").join(base["sbom"].as_str().expect("sbom")))
-            .expect("sbom"),
+        &fs::read_to_string(
+            t.path()
+                .join("out")
+                .join(base["sbom"].as_str().expect("sbom")),
+        )
+        .expect("sbom"),
     )
     .expect("SBOM is JSON");
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
-    assert_eq!(sbom["packages"].as_array().expect("packages").len(), installed + 1);
+    assert_eq!(
+        sbom["packages"].as_array().expect("packages").len(),
+        installed + 1
+    );
     let purl = &sbom["packages"][1]["externalRefs"][0]["referenceLocator"];
     assert!(
         purl.as_str().expect("purl").starts_with("pkg:deb/debian/"),
@@ -132,17 +157,24 @@ fn build_writes_artifacts_manifest_and_sboms() {
         .expect("cpio");
     let names = String::from_utf8_lossy(&cpio.stdout);
     assert!(names.lines().any(|l| l == "etc/app.conf"), "{names}");
-    assert!(!names.lines().any(|l| l == "usr/bin/dpkg"), "only the layer: {names}");
+    assert!(
+        !names.lines().any(|l| l == "usr/bin/dpkg"),
+        "only the layer: {names}"
+    );
 
     // A second build reuses everything and copies nothing; --json prints
     // the manifest.
-    let mtime = fs::metadata(&base_tar).and_then(|m| m.modified()).expect("mtime");
+    let mtime = fs::metadata(&base_tar)
+        .and_then(|m| m.modified())
+        .expect("mtime");
     let run = build(&t, &["--json"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let printed: serde_json::Value = serde_json::from_str(&run.stdout).expect("--json prints JSON");
     assert_eq!(printed, manifest(&t));
     assert_eq!(
-        fs::metadata(&base_tar).and_then(|m| m.modified()).expect("mtime"),
+        fs::metadata(&base_tar)
+            .and_then(|m| m.modified())
+            .expect("mtime"),
         mtime
     );
 
@@ -158,19 +190,34 @@ fn build_writes_artifacts_manifest_and_sboms() {
     assert_eq!(artifact(&m, "app", "tar.gz")["revision"], 1);
     assert_eq!(artifact(&m, "base", "tar.zst")["revision"], 0);
     assert!(t.path().join("out/app/app-r1.tar.gz").is_file());
-    assert!(!t.path().join("out/app/app-r0.tar.gz").exists(), "the old revision is replaced");
+    assert!(
+        !t.path().join("out/app/app-r0.tar.gz").exists(),
+        "the old revision is replaced"
+    );
 
     // inspect: by variant, by artifact file; an unknown name is exit 2.
     let cache = t.path().join("cache");
     let cache = cache.to_str().expect("utf-8");
     let run = kiln(t.path(), &["inspect", "app", ".", "--cache-dir", cache]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    for needle in ["parent        base", "layers (top first)", "largest packages", "/usr"] {
+    for needle in [
+        "parent        base",
+        "layers (top first)",
+        "largest packages",
+        "/usr",
+    ] {
         assert!(run.stdout.contains(needle), "{needle}: {}", run.stdout);
     }
     let run = kiln(
         t.path(),
-        &["inspect", "out/app/app-r1.tar.gz", ".", "--cache-dir", cache, "--json"],
+        &[
+            "inspect",
+            "out/app/app-r1.tar.gz",
+            ".",
+            "--cache-dir",
+            cache,
+            "--json",
+        ],
     );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
@@ -178,5 +225,10 @@ fn build_writes_artifacts_manifest_and_sboms() {
     assert_eq!(v["layers"].as_array().expect("layers").len(), 2);
     let run = kiln(t.path(), &["inspect", "nope", ".", "--cache-dir", cache]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("`nope` is neither a variant nor an artifact"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`nope` is neither a variant nor an artifact"),
+        "{}",
+        run.stderr
+    );
 }
