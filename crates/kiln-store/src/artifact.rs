@@ -161,6 +161,14 @@ impl Store {
             })
     }
 
+    /// Whether the artifact's file still has the size and SHA-256 it was
+    /// stored with (reads the whole file).
+    #[must_use]
+    pub fn artifact_intact(&self, artifact: &StoredArtifact) -> bool {
+        sha256_of(&artifact.path)
+            .is_ok_and(|(size, sha)| size == artifact.meta.size && sha == artifact.meta.sha256)
+    }
+
     /// Every artifact stored with `layer`.
     pub fn artifacts(&self, layer: &InputKey) -> Result<Vec<StoredArtifact>, Error> {
         let dir = self.layer_dir(layer).join(ARTIFACTS_DIR);

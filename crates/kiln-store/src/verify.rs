@@ -43,6 +43,16 @@ pub enum Problem {
         /// The error, with its causes.
         reason: String,
     },
+    /// An artifact kept with the layer no longer has the SHA-256 it was
+    /// stored with (the next build that needs it writes it again).
+    ArtifactChanged {
+        /// The layer.
+        input: InputKey,
+        /// Its variant.
+        variant: String,
+        /// The artifact's file.
+        path: PathBuf,
+    },
     /// The parent the layer records is not in the store.
     MissingParent {
         /// The layer.
@@ -79,6 +89,16 @@ impl fmt::Display for Problem {
             } => write!(
                 f,
                 "layer `{}` ({variant}) cannot be read: {reason}",
+                input.short()
+            ),
+            Problem::ArtifactChanged {
+                input,
+                variant,
+                path,
+            } => write!(
+                f,
+                "artifact `{}` of layer `{}` ({variant}) has changed since it was stored",
+                path.display(),
                 input.short()
             ),
             Problem::MissingParent {
@@ -118,6 +138,15 @@ impl Store {
                         input,
                         variant: layer.meta.variant.clone(),
                         parent,
+                    });
+                }
+            }
+            for artifact in self.artifacts(&input)? {
+                if !self.artifact_intact(&artifact) {
+                    problems.push(Problem::ArtifactChanged {
+                        input,
+                        variant: layer.meta.variant.clone(),
+                        path: artifact.path,
                     });
                 }
             }

@@ -161,11 +161,20 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
         let Some(spec) = spec else { continue };
         let ext = output.format.name();
         let identity = format!("{} epoch={}", spec.identity(), job.epoch);
-        let stored = match job
+        let name_of = |revision: u32| format!("{}-r{revision}.{ext}", v.name);
+        let dir = job.out_dir.join(&v.name);
+        // A stored artifact is used when the output folder already holds
+        // its copy, or after its SHA-256 is checked again.
+        let found = job
             .store
             .artifact(&job.key, &identity)
             .map_err(|e| build(crate::build::chain(&e)))?
-        {
+            .filter(|stored| {
+                let revision = manifest::revision(job.previous, ext, &stored.meta.sha256);
+                same_copy(&stored.path, &dir.join(name_of(revision)))
+                    || job.store.artifact_intact(stored)
+            });
+        let stored = match found {
             Some(stored) => stored,
             None => {
                 step(&format!("writing {ext}"));
@@ -194,8 +203,7 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
             }
         };
         let revision = manifest::revision(job.previous, ext, &stored.meta.sha256);
-        let name = format!("{}-r{revision}.{ext}", v.name);
-        let dir = job.out_dir.join(&v.name);
+        let name = name_of(revision);
         let dest = dir.join(&name);
         copy_atomic(&stored.path, &dest).map_err(|e| {
             build(format!(
@@ -224,14 +232,10 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
 /// taken as the same copy, as rsync's quick check does: a cached build
 /// does not copy gigabytes again.
 fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
-    let source = fs::metadata(from)?;
-    if let Ok(existing) = fs::symlink_metadata(to)
-        && existing.is_file()
-        && existing.len() == source.len()
-        && existing.modified().ok() == source.modified().ok()
-    {
+    if same_copy(from, to) {
         return Ok(());
     }
+    let source = fs::metadata(from)?;
     let dir = to.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = to
@@ -246,6 +250,16 @@ fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Whether `to` is a copy of `from` by size and mtime.
+fn same_copy(from: &Path, to: &Path) -> bool {
+    match (fs::metadata(from), fs::symlink_metadata(to)) {
+        (Ok(a), Ok(b)) => {
+            b.is_file() && a.len() == b.len() && a.modified().ok() == b.modified().ok()
+        }
+        _ => false,
+    }
 }
 
 /// Removes `<variant>-r<N>.<ext>` files other than `keep`: an output

@@ -1,6 +1,7 @@
 //! Integration tests of `kiln-store`, one module per topic. They run as
 //! root (ownership, device nodes and `trusted.*` xattrs need it).
 
+mod artifacts;
 mod commit;
 mod digest;
 mod du;
