@@ -232,3 +232,65 @@ fn build_writes_artifacts_manifest_and_sboms() {
         run.stderr
     );
 }
+
+/// Copies the bundled example into a new temporary folder.
+fn example_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(crate::examples().join("basic/."))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let _ = fs::remove_dir_all(dir.path().join("out"));
+    dir
+}
+
+#[test]
+fn two_clean_builds_of_the_example_give_identical_artifacts() {
+    if skip_end_to_end() {
+        return;
+    }
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        // A fresh copy of the tree and an empty cache each time: nothing
+        // is shared but the archive.
+        let tree = example_copy();
+        let cache = tree.path().join("cache");
+        let run = kiln(
+            tree.path(),
+            &[
+                "build",
+                ".",
+                "--only",
+                "bookworm",
+                "--cache-dir",
+                cache.to_str().expect("utf-8"),
+                "--json",
+            ],
+        );
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        let m: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+        let mut found = Vec::new();
+        for v in m["variants"].as_array().expect("variants") {
+            for a in v["artifacts"].as_array().expect("artifacts") {
+                let path = tree
+                    .path()
+                    .join("out")
+                    .join(a["path"].as_str().expect("path"));
+                assert_eq!(sha256(&path), a["sha256"]);
+                found.push((a["name"].to_string(), a["sha256"].to_string()));
+            }
+            let sbom = tree
+                .path()
+                .join("out")
+                .join(v["sbom"].as_str().expect("sbom"));
+            found.push((v["sbom"].to_string(), sha256(&sbom)));
+        }
+        found.sort();
+        assert!(found.len() >= 4, "{found:?}");
+        digests.push(found);
+    }
+    assert_eq!(digests[0], digests[1]);
+}
