@@ -1,0 +1,114 @@
+//! An ordered parallel map: jobs run on a few threads, results are
+//! handed on in job order, so what is written never depends on how many
+//! threads ran or how they were scheduled.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, mpsc};
+
+use crate::error::Error;
+
+/// How far ahead of the consumer workers may run: bounds the results
+/// held in memory while one slow job is still going.
+const WINDOW_PER_THREAD: usize = 16;
+
+/// Runs `work` on every job on `threads` threads, each with its own
+/// state from `init`, and gives the results to `sink` in job order on
+/// the calling thread. The first error stops everything.
+pub(crate) fn run_ordered<J, S, R>(
+    threads: usize,
+    jobs: &[J],
+    init: impl Fn() -> Result<S, Error> + Sync,
+    work: impl Fn(&mut S, &J) -> Result<R, Error> + Sync,
+    mut sink: impl FnMut(usize, R) -> Result<(), Error>,
+) -> Result<(), Error>
+where
+    J: Sync,
+    R: Send,
+{
+    let threads = threads.clamp(1, jobs.len().max(1));
+    let window = threads * WINDOW_PER_THREAD;
+    let next = AtomicUsize::new(0);
+    // The number of results consumed; `usize::MAX` once the consumer
+    // stopped, to release waiting workers.
+    let done = Mutex::new(0usize);
+    let advanced = Condvar::new();
+    let (tx, rx) = mpsc::channel::<(usize, Result<R, Error>)>();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, done, advanced, init, work) = (&next, &done, &advanced, &init, &work);
+            scope.spawn(move || {
+                let mut state = match init() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send((next.load(Ordering::Relaxed), Err(e)));
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= jobs.len() {
+                        return;
+                    }
+                    {
+                        let mut d = done
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        while *d != usize::MAX && i >= *d + window {
+                            d = advanced
+                                .wait(d)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        }
+                        if *d == usize::MAX {
+                            return;
+                        }
+                    }
+                    let result = work(&mut state, &jobs[i]);
+                    let failed = result.is_err();
+                    if tx.send((i, result)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let release = |value: usize| {
+            *done
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+            advanced.notify_all();
+        };
+        let mut pending = BTreeMap::new();
+        let mut consumed = 0;
+        let result = (|| {
+            while consumed < jobs.len() {
+                let Ok((i, r)) = rx.recv() else {
+                    // Every worker ended before all results came: one
+                    // failed to start and its error was already sent, or
+                    // a worker panicked (the scope re-raises that).
+                    return Err(Error::Compress {
+                        compressor: "squashfs",
+                        reason: "the compression threads stopped early".into(),
+                    });
+                };
+                pending.insert(i, r);
+                while let Some(r) = pending.remove(&consumed) {
+                    sink(consumed, r?)?;
+                    consumed += 1;
+                }
+                // An error from a job that is not next in line is still
+                // an error: stop early instead of running the rest.
+                if let Some(k) = pending.iter().find(|(_, r)| r.is_err()).map(|(k, _)| *k) {
+                    if let Some(Err(e)) = pending.remove(&k) {
+                        return Err(e);
+                    }
+                }
+                release(consumed);
+            }
+            Ok(())
+        })();
+        release(usize::MAX);
+        result
+    })
+}
