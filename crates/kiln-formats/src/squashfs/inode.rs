@@ -250,9 +250,7 @@ impl Builder<'_> {
         b.extend_from_slice(&((n.mode & 0o7777) as u16).to_le_bytes());
         b.extend_from_slice(&self.ids.of(n.uid).to_le_bytes());
         b.extend_from_slice(&self.ids.of(n.gid).to_le_bytes());
-        // squashfs stores unsigned 32-bit seconds.
-        let mtime = n.mtime.clamp(0, i64::from(u32::MAX)) as u32;
-        b.extend_from_slice(&mtime.to_le_bytes());
+        b.extend_from_slice(&super::seconds(n.mtime).to_le_bytes());
         b.extend_from_slice(&self.numbers[node].to_le_bytes());
         b
     }
@@ -275,7 +273,7 @@ impl Builder<'_> {
         let file_size = u32::try_from(size + 3).map_err(|_| too_large(node))?;
         let xattr = self.xattrs[dir];
         let index_count = u16::try_from(index.len()).map_err(|_| too_large(node))?;
-        if xattr.is_none() && index.is_empty() && file_size <= u32::from(u16::MAX) {
+        if xattr.is_none() && index.is_empty() && u16::try_from(file_size).is_ok() {
             let mut b = self.header(dir, 1);
             b.extend_from_slice(&listing.block.to_le_bytes());
             b.extend_from_slice(&nlink.to_le_bytes());

@@ -1,4 +1,4 @@
-//! `squashfs` and `overlay.squashfs`: SquashFS 4.0 images as the kernel
+//! `squashfs` and `overlay.squashfs`: `SquashFS` 4.0 images as the kernel
 //! and squashfs-tools read them, written natively.
 //!
 //! The image is laid out as mksquashfs lays it out: the superblock, the
@@ -179,7 +179,7 @@ impl Writer for SquashfsWriter {
         let mut sb = Vec::with_capacity(SUPERBLOCK_SIZE);
         sb.extend_from_slice(&MAGIC.to_le_bytes());
         sb.extend_from_slice(&tables.inode_count.to_le_bytes());
-        sb.extend_from_slice(&(input.epoch.clamp(0, i64::from(u32::MAX)) as u32).to_le_bytes());
+        sb.extend_from_slice(&seconds(input.epoch).to_le_bytes());
         sb.extend_from_slice(&self.options.block_size.to_le_bytes());
         sb.extend_from_slice(&fragment_count.to_le_bytes());
         sb.extend_from_slice(&codec.id().to_le_bytes());
@@ -201,6 +201,11 @@ impl Writer for SquashfsWriter {
         out.write(&sb)?;
         out.finish(padded)
     }
+}
+
+/// A time as squashfs stores it: unsigned 32-bit seconds, clamped.
+pub(crate) fn seconds(t: i64) -> u32 {
+    u32::try_from(t.max(0)).unwrap_or(u32::MAX)
 }
 
 /// The image file: a buffered writer that knows its position and can go
