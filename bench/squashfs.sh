@@ -46,17 +46,39 @@ du -sh "$root" "$child"
 
 out=$work/out
 mkdir -p "$out"
-hyperfine --runs "$runs" --export-json "$work/cold.json" \
-  --prepare "rm -f $out/mk.sqfs $out/kiln.sqfs; sync" \
-  -n mksquashfs "mksquashfs $root $out/mk.sqfs -comp zstd -noappend -quiet -no-progress" \
-  -n kiln "$kiln $root $out/kiln.sqfs"
+mk() { echo "mksquashfs $1 $2 -comp zstd -noappend -quiet -no-progress"; }
+
+# hyperfine runs one command's runs back to back; to alternate, each
+# round is its own hyperfine call with one run of each command, and the
+# medians are taken over the rounds.
+bench() {
+  local name=$1; shift
+  rm -f "$work/$name".*.json
+  for i in $(seq 1 "$runs"); do
+    hyperfine --runs 1 --style none --export-json "$work/$name.$i.json" "$@" >/dev/null
+  done
+  python3 - "$work/$name" "$runs" <<'PY'
+import json, statistics, sys
+base, runs = sys.argv[1], int(sys.argv[2])
+times = {}
+for i in range(1, runs + 1):
+    for r in json.load(open(f"{base}.{i}.json"))["results"]:
+        times.setdefault(r["command"], []).append(r["times"][0])
+meds = {c: statistics.median(t) for c, t in times.items()}
+for c, t in times.items():
+    print(f"{statistics.median(t):8.2f} s median  (runs: {', '.join(f'{x:.2f}' for x in t)})  {c}")
+(a, b) = list(meds.values())[:2]
+print(f"ratio second/first: {b / a:.3f}")
+PY
+}
+
+echo "== cold: one layer, no cache"
+bench cold "$(mk "$root" "$out/mk.sqfs")" "$kiln $root $out/kiln.sqfs"
 ls -l "$out/mk.sqfs" "$out/kiln.sqfs"
 
-# Warm the cache with the parent's image, then time the child's.
+echo "== child layer changed: kiln with the parent's blocks cached"
 rm -rf "$work/cache"
 "$kiln" "$root" "$out/parent.sqfs" --cache "$work/cache"
-hyperfine --runs "$runs" --export-json "$work/child.json" \
-  --prepare "rm -f $out/mk-child.sqfs $out/kiln-child.sqfs; sync" \
-  -n mksquashfs-child "mksquashfs $merged $out/mk-child.sqfs -comp zstd -noappend -quiet -no-progress" \
-  -n kiln-child-warm "$kiln $root $child $out/kiln-child.sqfs --cache $work/cache"
+bench child "$(mk "$merged" "$out/mk-child.sqfs")" \
+  "$kiln $root $child $out/kiln-child.sqfs --cache $work/cache"
 ls -l "$out/mk-child.sqfs" "$out/kiln-child.sqfs"

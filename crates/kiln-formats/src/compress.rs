@@ -356,9 +356,7 @@ fn deflate_block(level: u32, dictionary: &[u8], data: &[u8], last: bool) -> io::
         let done_input = c.total_in() as usize == data.len();
         match status {
             Status::StreamEnd => break,
-            Status::Ok | Status::BufError
-                if !last && done_input && out.capacity() > out.len() =>
-            {
+            Status::Ok | Status::BufError if !last && done_input && out.capacity() > out.len() => {
                 break;
             }
             _ => {}

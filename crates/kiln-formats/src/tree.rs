@@ -197,11 +197,14 @@ impl Tree {
                 let mut names = Vec::new();
                 for e in fs::read_dir(&source).map_err(|e| Error::io("read", &source, e))? {
                     let e = e.map_err(|e| Error::io("read", &source, e))?;
-                    let name = e.file_name().into_string().map_err(|n| Error::Unsupported {
-                        format: "a tree",
-                        path: source.join(n).display().to_string(),
-                        reason: "the file name is not UTF-8".into(),
-                    })?;
+                    let name = e
+                        .file_name()
+                        .into_string()
+                        .map_err(|n| Error::Unsupported {
+                            format: "a tree",
+                            path: source.join(n).display().to_string(),
+                            reason: "the file name is not UTF-8".into(),
+                        })?;
                     names.push(name);
                 }
                 names.sort_unstable();

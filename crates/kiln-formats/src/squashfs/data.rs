@@ -6,7 +6,10 @@
 //! their blocks). Tails are packed ordered by the layer their file comes
 //! from, then by path, so a child variant's image has the same fragment
 //! blocks as its parent's wherever only the child's layer changed — and
-//! the block cache turns those into copies.
+//! the block cache turns those into copies. Where a block ends depends
+//! on content too (a tail whose hash hits [`CUT_ONE_IN`] ends it), so a
+//! file the child replaces or deletes in a lower layer changes only the
+//! fragment blocks up to the next such cut, not every block after it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,6 +26,12 @@ use crate::tree::{NodeKind, Tree, open_source};
 
 /// The size word bit of a block stored uncompressed.
 pub(crate) const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
+
+/// On average one tail in this many ends its fragment block, whatever
+/// room is left: often enough that packing falls back in step soon after
+/// a change, rarely enough that blocks stay mostly full (most end because
+/// the next tail does not fit).
+const CUT_ONE_IN: u32 = 64;
 
 /// Where a regular file's content is.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +72,14 @@ struct Unit {
     len: usize,
     tail: bool,
     last: bool,
+}
+
+/// A file's tail end, waiting to be packed.
+struct Tail {
+    layer: usize,
+    node: usize,
+    hash: blake3::Hash,
+    bytes: Vec<u8>,
 }
 
 enum Outcome {
@@ -123,7 +140,7 @@ impl DataJob<'_> {
         }
 
         let mut seen: HashMap<blake3::Hash, usize> = HashMap::new();
-        let mut tails: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        let mut tails: Vec<Tail> = Vec::new();
         let mut current: Option<Current> = None;
         run_ordered(
             self.threads,
@@ -158,7 +175,7 @@ impl DataJob<'_> {
                     }
                     Outcome::Tail(hash, bytes) => {
                         cur.identity.update(hash.as_bytes());
-                        tail = Some(bytes);
+                        tail = Some((hash, bytes));
                     }
                 }
                 if !unit.last {
@@ -181,8 +198,13 @@ impl DataJob<'_> {
                     fragment: None,
                     sparse: cur.sparse,
                 }));
-                if let Some(bytes) = tail {
-                    tails.push((self.layer_of(unit.node), unit.node, bytes));
+                if let Some((hash, bytes)) = tail {
+                    tails.push(Tail {
+                        layer: self.layer_of(unit.node),
+                        node: unit.node,
+                        hash,
+                        bytes,
+                    });
                 }
                 Ok(())
             },
@@ -208,23 +230,33 @@ impl DataJob<'_> {
     fn write_fragments(
         &self,
         out: &mut Output,
-        mut tails: Vec<(usize, usize, Vec<u8>)>,
+        mut tails: Vec<Tail>,
         slots: &mut [Option<Slot>],
     ) -> Result<Vec<(u64, u32)>, Error> {
         let nodes = &self.tree.nodes;
         tails.sort_by(|a, b| {
-            (a.0, Path::new(&nodes[a.1].path)).cmp(&(b.0, Path::new(&nodes[b.1].path)))
+            (a.layer, Path::new(&nodes[a.node].path))
+                .cmp(&(b.layer, Path::new(&nodes[b.node].path)))
         });
         let mut blocks: Vec<Vec<u8>> = Vec::new();
         let mut block: Vec<u8> = Vec::new();
-        for (_, node, bytes) in tails {
-            if block.len() + bytes.len() > self.block_size as usize {
+        let mut layer = 0;
+        for tail in tails {
+            // Layers never share a block: a child's own files cannot
+            // disturb the last block of its parent's.
+            let full = block.len() + tail.bytes.len() > self.block_size as usize;
+            if !block.is_empty() && (full || tail.layer != layer) {
                 blocks.push(std::mem::take(&mut block));
             }
-            if let Some(Some(Slot::Own(d))) = slots.get_mut(node) {
+            layer = tail.layer;
+            if let Some(Some(Slot::Own(d))) = slots.get_mut(tail.node) {
                 d.fragment = Some((blocks.len() as u32, block.len() as u32));
             }
-            block.extend_from_slice(&bytes);
+            block.extend_from_slice(&tail.bytes);
+            let h = tail.hash.as_bytes();
+            if u32::from_le_bytes([h[0], h[1], h[2], h[3]]) % CUT_ONE_IN == 0 {
+                blocks.push(std::mem::take(&mut block));
+            }
         }
         if !block.is_empty() {
             blocks.push(block);

@@ -9,8 +9,11 @@ use std::sync::{Condvar, Mutex, mpsc};
 use crate::error::Error;
 
 /// How far ahead of the consumer workers may run: bounds the results
-/// held in memory while one slow job is still going.
-const WINDOW_PER_THREAD: usize = 16;
+/// held in memory while one slow job is still going (at most this many
+/// blocks per thread). Large, because jobs differ in cost by 1000× (a
+/// tail read vs a block compressed at zstd -15): a small window leaves a
+/// thread idle behind one slow block.
+const WINDOW_PER_THREAD: usize = 256;
 
 /// Runs `work` on every job on `threads` threads, each with its own
 /// state from `init`, and gives the results to `sink` in job order on
