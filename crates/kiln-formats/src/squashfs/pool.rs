@@ -115,3 +115,82 @@ where
         result
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_in_job_order() {
+        let jobs: Vec<u64> = (0..2000).collect();
+        for threads in [1, 2, 5] {
+            let mut seen = Vec::new();
+            run_ordered(
+                threads,
+                &jobs,
+                || Ok(()),
+                // Uneven work, so threads finish out of order.
+                |(), &j| {
+                    if j % 97 == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    Ok(j * 2)
+                },
+                |i, r| {
+                    seen.push((i, r));
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                seen,
+                jobs.iter()
+                    .map(|&j| (j as usize, j * 2))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_error_stops_the_run() {
+        let jobs: Vec<usize> = (0..10_000).collect();
+        let fail = |what: &str| Error::Compress {
+            compressor: "test",
+            reason: what.into(),
+        };
+        let mut consumed = 0;
+        let err = run_ordered(
+            2,
+            &jobs,
+            || Ok(()),
+            |(), &j| if j == 100 { Err(fail("job")) } else { Ok(j) },
+            |_, _| {
+                consumed += 1;
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("job"));
+        assert!(consumed <= 100);
+        // A failing consumer stops the workers too (no hang).
+        let err = run_ordered(
+            2,
+            &jobs,
+            || Ok(()),
+            |(), &j| Ok(j),
+            |_, _| Err(fail("sink")),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sink"));
+        // And so does a worker that cannot start.
+        let err = run_ordered(
+            2,
+            &jobs,
+            || Err::<(), _>(fail("init")),
+            |(), &j| Ok(j),
+            |_, _| Ok(()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("init"));
+    }
+}
