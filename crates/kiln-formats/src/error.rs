@@ -42,6 +42,22 @@ pub enum Error {
         /// What is wrong, with the sizes.
         reason: String,
     },
+    /// The format's options are not valid.
+    #[error("Failed to use the {format} options: {reason}")]
+    Options {
+        /// The format's name.
+        format: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A compressor failed on a block.
+    #[error("Failed to compress a block with {compressor}: {reason}")]
+    Compress {
+        /// The compressor.
+        compressor: &'static str,
+        /// What it said.
+        reason: String,
+    },
     /// An external tool (`mkfs.ext4`, …) failed.
     #[error("Failed to run `{tool}` ({status}): {output}")]
     Tool {

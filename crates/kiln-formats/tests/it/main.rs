@@ -4,6 +4,7 @@
 #![allow(clippy::print_stderr)]
 
 mod archives;
+mod squashfs;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
