@@ -13,18 +13,8 @@ use kiln_formats::{
 use kiln_layers::LayerStack;
 use rustix::fs::{CWD, FileType, Mode, XattrFlags, lsetxattr, makedev, mknodat};
 
-const EPOCH: i64 = 1_700_000_000;
+use crate::{EPOCH, have, run};
 const BLOCK: usize = 128 * 1024;
-
-/// Whether `tool` runs; says so when it does not, so a skip is visible.
-#[allow(clippy::print_stderr)]
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool).arg("-version").output().is_ok();
-    if !ok {
-        eprintln!("SKIPPED: `{tool}` is not installed (apt-get install squashfs-tools)");
-    }
-    ok
-}
 
 /// Deterministic, moderately compressible bytes.
 fn bytes(len: usize, seed: u32) -> Vec<u8> {
@@ -187,16 +177,6 @@ fn write(spec: &Spec, stack: &LayerStack, threads: usize, cache: Option<&Path>, 
         seed: b"test",
     };
     write_artifact(spec, &input, out).unwrap();
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Extracts `image` with unsquashfs, after checking it lists it.
