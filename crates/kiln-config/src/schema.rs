@@ -92,6 +92,7 @@ const CLEANUP_FIELDS: &[Field] = &[
     f("tmp", Shape::Bool),
     f("logs", Shape::Bool),
     f("machine_id", Shape::Bool),
+    f("ssh_host_keys", Shape::Bool),
 ];
 
 /// The fields an image configuration has, in documentation order.

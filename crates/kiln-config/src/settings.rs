@@ -166,6 +166,8 @@ pub struct Cleanup {
     pub logs: bool,
     /// Empty `/etc/machine-id`.
     pub machine_id: bool,
+    /// Remove the SSH host keys (made again at first boot).
+    pub ssh_host_keys: bool,
 }
 
 impl Default for Cleanup {
@@ -179,6 +181,7 @@ impl Default for Cleanup {
             tmp: true,
             logs: true,
             machine_id: true,
+            ssh_host_keys: true,
         }
     }
 }
@@ -644,6 +647,7 @@ fn read_cleanup(t: &Table) -> Cleanup {
         tmp: flag("tmp", d.tmp),
         logs: flag("logs", d.logs),
         machine_id: flag("machine_id", d.machine_id),
+        ssh_host_keys: flag("ssh_host_keys", d.ssh_host_keys),
     }
 }
 

@@ -18,6 +18,10 @@ pub struct Member {
     pub offset: u64,
     /// Size of the member's data.
     pub size: u64,
+    /// The member's modification time, seconds since the Unix epoch:
+    /// `dpkg-deb` writes the package's build date (`SOURCE_DATE_EPOCH`
+    /// of its source, the changelog's date) here.
+    pub mtime: i64,
 }
 
 /// Lists the members of an `ar` archive read from `reader`, skipping over
@@ -66,11 +70,28 @@ fn parse_header(header: &[u8; HEADER_LEN], offset: u64) -> io::Result<Member> {
         .ok()
         .and_then(|s| s.trim_end_matches(' ').parse::<u64>().ok())
         .ok_or_else(|| invalid("bad member size"))?;
+    let mtime = std::str::from_utf8(&header[16..28])
+        .ok()
+        .and_then(|s| s.trim_end_matches(' ').parse::<i64>().ok())
+        .ok_or_else(|| invalid("bad member date"))?;
     Ok(Member {
         name: name.to_owned(),
         offset,
         size,
+        mtime,
     })
+}
+
+/// The build date of the `.deb` read from `reader`: the date of its
+/// first member (`debian-binary`), as `dpkg-deb` stamps every member.
+pub fn build_date(mut reader: impl Read) -> io::Result<i64> {
+    let mut head = [0u8; MAGIC.len() + HEADER_LEN];
+    reader.read_exact(&mut head)?;
+    if &head[..MAGIC.len()] != MAGIC {
+        return Err(invalid("not an ar archive (bad magic)"));
+    }
+    let header: &[u8; HEADER_LEN] = head[MAGIC.len()..].try_into().expect("sized");
+    parse_header(header, (MAGIC.len() + HEADER_LEN) as u64).map(|m| m.mtime)
 }
 
 /// Reads until `buf` is full or the end of input; returns the bytes read.
@@ -100,7 +121,7 @@ pub fn write(members: &[(&str, &[u8])]) -> Vec<u8> {
         let header = format!(
             "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
             name,
-            0,
+            1_700_000_000,
             0,
             0,
             "100644",
@@ -130,6 +151,8 @@ mod tests {
         let names: Vec<_> = list.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["debian-binary", "control.tar.gz", "data.tar.xz"]);
         assert_eq!(list[0].offset, 68);
+        assert_eq!(list[0].mtime, 1_700_000_000);
+        assert_eq!(build_date(archive.as_slice()).unwrap(), 1_700_000_000);
         assert_eq!(list[0].size, 4);
         let data = &archive[list[1].offset as usize..][..list[1].size as usize];
         assert_eq!(data, b"odd");
@@ -162,6 +185,12 @@ mod tests {
                 "bad member size",
             ),
         ];
+        let bad_date =
+            b"!<arch>\ndebian-binary   yesterday   0     0     100644  4         `\n2.0\n";
+        assert_eq!(
+            build_date(&bad_date[..]).unwrap_err().to_string(),
+            "bad member date"
+        );
         for (input, expected) in cases {
             let err = members(input).unwrap_err();
             assert_eq!(err.to_string(), expected);

@@ -85,6 +85,10 @@ pub struct AssembleOptions {
     /// it) symlinks into `usr` before unpacking, as Debian 12 and later
     /// expect.
     pub merged_usr: bool,
+    /// `SOURCE_DATE_EPOCH` for the maintainer scripts, so what they write
+    /// with a date (`/etc/shadow`'s last change, generated files that
+    /// honour it) is the same in every build.
+    pub source_date_epoch: Option<i64>,
 }
 
 impl Default for AssembleOptions {
@@ -93,8 +97,29 @@ impl Default for AssembleOptions {
             arch: "amd64".to_owned(),
             jobs: 2,
             merged_usr: true,
+            source_date_epoch: None,
         }
     }
+}
+
+impl AssembleOptions {
+    /// The environment every command of the assembly gets beyond
+    /// [`chroot::ENVIRONMENT`].
+    fn script_env(&self) -> Vec<(&'static str, String)> {
+        self.source_date_epoch
+            .map(|e| ("SOURCE_DATE_EPOCH", e.to_string()))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The build date of the `.deb` at `path`, in seconds since the Unix
+/// epoch: the date `dpkg-deb` stamps on its members, which Debian's
+/// builds take from the package's changelog. The newest of a root's
+/// packages is the root's default `SOURCE_DATE_EPOCH`.
+pub fn build_date(path: &Path) -> Result<i64, Error> {
+    let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    ar::build_date(std::io::BufReader::new(file)).map_err(|e| Error::io("read", path, e))
 }
 
 /// Progress of [`bootstrap`] and [`install`].
@@ -335,6 +360,7 @@ fn configure(
     } = *batch;
     progress(&Event::Step { name: "preinst" });
     let started = Instant::now();
+    let extra_env = batch.opts.script_env();
     // Essential packages first, each group in the given order.
     let mut order: Vec<(&DebFile, &Deb)> = files.iter().zip(packages).collect();
     order.sort_by_key(|(file, deb)| !(file.essential || deb.essential()));
@@ -344,7 +370,7 @@ fn configure(
         }
         let step = format!("preinst of {}", deb.name());
         let script = format!("/var/lib/dpkg/info/{}.preinst", deb.info_name());
-        let env = [
+        let mut env = vec![
             ("DPKG_MAINTSCRIPT_PACKAGE", deb.name()),
             ("DPKG_MAINTSCRIPT_ARCH", deb.architecture()),
             ("DPKG_MAINTSCRIPT_NAME", "preinst"),
@@ -352,6 +378,7 @@ fn configure(
             ("DPKG_ADMINDIR", "/var/lib/dpkg"),
             ("DPKG_ROOT", ""),
         ];
+        env.extend(extra_env.iter().map(|(k, v)| (*k, v.as_str())));
         chroot::run(root, &step, &[&script, "install"], &env, &mut |line| {
             progress(&Event::ScriptOutput {
                 step: step.clone(),
@@ -372,7 +399,8 @@ fn configure(
         // unpacked as `.dpkg-new`: keep the parent's file, without asking.
         argv.extend(["--force-confdef", "--force-confold"]);
     }
-    chroot::run(root, step, &argv, &[], &mut |line| {
+    let env: Vec<(&str, &str)> = extra_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    chroot::run(root, step, &argv, &env, &mut |line| {
         progress(&Event::ScriptOutput {
             step: step.to_owned(),
             line: line.to_owned(),

@@ -43,12 +43,14 @@ mod namespace;
 mod overlay;
 mod provision;
 mod root;
+mod times;
 
 use std::path::PathBuf;
 
 pub use error::Error;
 pub use merged::{Entry, MergedView};
 pub use overlay::{Overlay, private_mount_namespace, whiteouts};
+pub use times::clamp_times;
 pub use provision::{
     ProvisionContext, ProvisionReport, STEP_FAILED, STEP_FINISHED, STEP_STARTED, provision,
 };

@@ -45,6 +45,11 @@ pub struct LayerMeta {
     pub created: i64,
     /// The version of kiln that committed it.
     pub kiln_version: String,
+    /// The build's `SOURCE_DATE_EPOCH`: no mtime in the tree is later,
+    /// and its artifacts are dated with it. Absent in layers of kilns
+    /// that did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// What the builder says about a layer it commits; the store adds the rest.
@@ -54,6 +59,8 @@ pub struct NewLayer {
     pub variant: String,
     /// The layer it was built on, if any: it must be in the store.
     pub parent: Option<InputKey>,
+    /// The build's `SOURCE_DATE_EPOCH`, recorded in its `meta.json`.
+    pub epoch: Option<i64>,
 }
 
 /// What is found under `layers/<input>`.

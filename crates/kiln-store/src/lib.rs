@@ -22,7 +22,7 @@
 //! if store.get(&input)?.is_none() {
 //!     let stage = store.stage(&input)?;
 //!     std::fs::write(stage.tree().join("hello"), "hi\n")?;
-//!     let layer = store.commit(&lock, stage, NewLayer { variant: "base".into(), parent: None })?;
+//!     let layer = store.commit(&lock, stage, NewLayer { variant: "base".into(), parent: None, epoch: None })?;
 //!     assert_eq!(layer.meta.files, 1);
 //! }
 //! drop(lock);

@@ -124,6 +124,7 @@ impl Store {
             files: scan.files,
             created,
             kiln_version: env!("CARGO_PKG_VERSION").to_owned(),
+            epoch: meta.epoch,
         };
         layer::write_meta(&stage.dir, &layer_meta)?;
         // Everything in the tree reaches the disk before the rename makes

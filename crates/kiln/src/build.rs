@@ -29,6 +29,9 @@ pub struct BuildSettings {
     pub offline: bool,
     pub locked: bool,
     pub jobs: usize,
+    /// `SOURCE_DATE_EPOCH` when the build is given one (see
+    /// [`epoch_override`]); `None`: each variant's newest package's date.
+    pub epoch: Option<i64>,
 }
 
 impl BuildSettings {
@@ -45,7 +48,27 @@ impl BuildSettings {
             offline: fetch.offline,
             locked,
             jobs: jobs.max(1),
+            epoch: epoch_override(tree)?,
         })
+    }
+}
+
+/// The build's `SOURCE_DATE_EPOCH` when one is given: the environment's
+/// (an empty value counts as unset), else the tree's `[output] epoch`.
+/// A value that is not a whole number of seconds since 1970 is an error,
+/// as the reproducible-builds specification asks, not a fallback.
+pub fn epoch_override(tree: &kiln_config::Tree) -> Result<Option<i64>, Failure> {
+    match std::env::var_os("SOURCE_DATE_EPOCH") {
+        Some(value) if !value.is_empty() => {
+            let text = value.to_string_lossy();
+            match text.parse::<i64>() {
+                Ok(secs) if secs >= 0 => Ok(Some(secs)),
+                _ => Err(Failure::Config(format!(
+                    "error: `SOURCE_DATE_EPOCH` is `{text}`, not a number of seconds since 1970-01-01 00:00:00 UTC\n  help: set it to a whole number such as `$(git log -1 --format=%ct)`, or unset it to date each image by its newest package\n"
+                ))),
+            }
+        }
+        _ => Ok(tree.output.epoch),
     }
 }
 

@@ -85,6 +85,9 @@ struct Ctx<'a> {
     revise: &'a BTreeSet<usize>,
     /// Each variant's layer key, once its lock entry is known.
     keys: &'a Mutex<Vec<Option<InputKey>>>,
+    /// Each variant's `SOURCE_DATE_EPOCH`, once known: the build's when
+    /// given, else the newest build date of the packages in its root.
+    epochs: &'a Mutex<Vec<Option<i64>>>,
     /// Verified indexes by (suite, architecture), fetched once per build.
     sources: &'a Mutex<std::collections::BTreeMap<(String, String), Arc<OpenSource>>>,
     /// `OUT/manifest.json` as the build found it (for revisions).
@@ -132,6 +135,7 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
     };
     let sources = Mutex::new(std::collections::BTreeMap::new());
     let keys = Mutex::new(vec![None; plan.variants.len()]);
+    let epochs = Mutex::new(vec![None; plan.variants.len()]);
     let previous = Manifest::read(&settings.out_dir);
     let entries = Mutex::new(Vec::new());
     let ctx = Ctx {
@@ -147,6 +151,7 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
         revise: &revise,
         sources: &sources,
         keys: &keys,
+        epochs: &epochs,
     };
 
     let n = plan.variants.len();
@@ -366,8 +371,10 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
     };
     if !ctx.revise.contains(&id) {
         match ctx.store.get(&key) {
-            Ok(Some(_)) => {
+            Ok(Some(layer)) => {
                 drop(lock);
+                ctx.epochs.lock().expect("not poisoned")[id] =
+                    layer.meta.epoch.or(ctx.settings.epoch);
                 ctx.reporter.done(&v.name, "cached");
                 return match export(ctx, id)
                     .map_err(StepError::build)
@@ -397,6 +404,15 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
         let parent = v
             .parent
             .map(|p| ctx.keys.lock().expect("not poisoned")[p].expect("parents are built first"));
+        let epoch = epoch_of(ctx, id);
+        let clamped = kiln_layers::clamp_times(stage.tree(), epoch).map_err(|e| chain(&e))?;
+        log.line(
+            "kiln",
+            &format!(
+                "SOURCE_DATE_EPOCH {epoch} ({}): {clamped} later times clamped",
+                crate::manifest::rfc3339(epoch)
+            ),
+        );
         ctx.store
             .commit(
                 &lock,
@@ -404,6 +420,7 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
                 kiln_store::NewLayer {
                     variant: v.name.clone(),
                     parent,
+                    epoch: Some(epoch),
                 },
             )
             .map_err(|e| StepError::build(chain(&e)))
@@ -467,23 +484,29 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
         .find(|i| i.name == v.image)
         .expect("plan images exist");
     let image_dir = ctx.tree.root.join(&image.dir);
-    let pctx = kiln_layers::ProvisionContext {
+    // Until its packages say otherwise, a variant has its parent's epoch.
+    let inherited = v
+        .parent
+        .and_then(|p| ctx.epochs.lock().expect("not poisoned")[p]);
+    ctx.epochs.lock().expect("not poisoned")[id] = ctx.settings.epoch.or(inherited);
+    let pctx = || kiln_layers::ProvisionContext {
         image: v.image.clone(),
         variant: v.name.clone(),
         keys: v.keys.clone(),
         packages: v.settings.packages.iter().map(|p| p.name.clone()).collect(),
+        source_date_epoch: Some(epoch_of(ctx, id)),
     };
     let log_line = |step: &str, line: &str| log.line(step, line);
     if matches!(v.settings.base, Base::Bootstrap { .. }) {
         let root = stage.tree().to_path_buf();
         install_packages(ctx, id, &root, true, log)?;
-        remove_packages(&v.settings.remove, &root, log)?;
+        remove_packages(&v.settings.remove, &root, epoch_of(ctx, id), log)?;
         kiln_layers::provision(
             &root,
             &image_dir,
             &ctx.tree.root,
             &v.settings,
-            &pctx,
+            &pctx(),
             &log_line,
         )
         .map_err(|e| chain(&e))?;
@@ -505,13 +528,13 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
         let overlay = kiln_layers::Overlay::mount(&stack, stage.tree(), &work, &mnt)
             .map_err(|e| chain(&e))?;
         install_packages(ctx, id, &mnt, false, log)?;
-        remove_packages(&v.settings.remove, &mnt, log)?;
+        remove_packages(&v.settings.remove, &mnt, epoch_of(ctx, id), log)?;
         kiln_layers::provision(
             &mnt,
             &image_dir,
             &ctx.tree.root,
             &v.settings,
-            &pctx,
+            &pctx(),
             &log_line,
         )
         .map_err(|e| chain(&e))?;
@@ -577,7 +600,12 @@ fn layer_key_of(ctx: &Ctx<'_>, id: usize) -> Result<InputKey, StepError> {
                 .cloned()
         }
     };
-    let key = crate::keys::layer_key(&v.digest, entry.as_ref(), parent.as_ref());
+    let key = crate::keys::layer_key(
+        &v.digest,
+        entry.as_ref(),
+        parent.as_ref(),
+        ctx.settings.epoch,
+    );
     ctx.keys.lock().expect("not poisoned")[id] = Some(key);
     Ok(key)
 }
@@ -637,10 +665,21 @@ fn install_packages(
             essential: subset.get(&c.name).is_some_and(|p| p.essential),
         })
         .collect();
+    if ctx.settings.epoch.is_none() {
+        // The newest package decides: what is installed now, what the
+        // parent has.
+        let mut newest = ctx.epochs.lock().expect("not poisoned")[id];
+        for deb in &debs {
+            let date = kiln_dpkg::build_date(&deb.path).map_err(|e| chain(&e))?;
+            newest = Some(newest.map_or(date, |n| n.max(date)));
+        }
+        ctx.epochs.lock().expect("not poisoned")[id] = newest;
+    }
     let options = kiln_dpkg::AssembleOptions {
         arch: v.settings.arch.clone(),
         jobs: ctx.settings.jobs,
         merged_usr: true,
+        source_date_epoch: Some(epoch_of(ctx, id)),
     };
     let on_event = |e: &kiln_dpkg::Event| match e {
         kiln_dpkg::Event::Step { name: step } => {
@@ -672,14 +711,21 @@ fn install_packages(
 
 /// The `remove` step: the root's own `dpkg --purge`, which refuses to
 /// remove what other installed packages still need.
-fn remove_packages(names: &[String], root: &Path, log: &VariantLog) -> Result<(), StepError> {
+fn remove_packages(
+    names: &[String],
+    root: &Path,
+    epoch: i64,
+    log: &VariantLog,
+) -> Result<(), StepError> {
     if names.is_empty() {
         return Ok(());
     }
     let mut argv = vec!["/usr/bin/dpkg", "--purge"];
     argv.extend(names.iter().map(String::as_str));
     log.line("remove", &format!("purging {}", names.join(" ")));
-    kiln_dpkg::chroot::run(root, "remove", &argv, &[], &mut |line| {
+    let epoch = epoch.to_string();
+    let env = [("SOURCE_DATE_EPOCH", epoch.as_str())];
+    kiln_dpkg::chroot::run(root, "remove", &argv, &env, &mut |line| {
         log.line("remove", line);
     })
     .map_err(|e| StepError::build(chain(&e)))
@@ -786,14 +832,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
     }
 }
 
-/// The build's epoch for a variant's artifacts: `SOURCE_DATE_EPOCH`, else
-/// the tree's `epoch`, else no clamping.
-fn artifact_epoch(ctx: &Ctx<'_>, _id: usize) -> i64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .or(ctx.tree.output.epoch)
-        .unwrap_or(i64::MAX)
+/// A variant's `SOURCE_DATE_EPOCH` (see `Ctx::epochs`). Before anything
+/// dated is installed (never, in practice: a bootstrap installs packages
+/// first) and for layers of a kiln that did not record one: now.
+fn epoch_of(ctx: &Ctx<'_>, id: usize) -> i64 {
+    ctx.epochs.lock().expect("not poisoned")[id].unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    })
 }
 
 /// Writes the variant's artifacts and SBOM and records its manifest entry.
@@ -803,7 +850,7 @@ fn outputs(ctx: &Ctx<'_>, id: usize) -> Result<(), StepError> {
     let mut ids = lower_chain(ctx.plan, id);
     ids.push(id);
     let (_in_use, stack) = stack_of(ctx, &ids)?;
-    let epoch = artifact_epoch(ctx, id);
+    let epoch = epoch_of(ctx, id);
     let previous = ctx.previous.variant(&v.name);
     let job = crate::artifacts::Job {
         variant: v,
@@ -847,7 +894,7 @@ fn outputs(ctx: &Ctx<'_>, id: usize) -> Result<(), StepError> {
         layer_key: key.to_hex(),
         parent,
         parent_key,
-        epoch: if epoch == i64::MAX { 0 } else { epoch },
+        epoch,
         sbom: None,
         build_time: crate::manifest::rfc3339(layer.map_or(0, |l| l.meta.created)),
         artifacts,

@@ -7,7 +7,9 @@
 //! package) and its parent's layer key. `kiln lock` picking up new versions
 //! thus rebuilds exactly the variants whose packages changed, and what is
 //! built on them; a build whose lock entry is current needs no network to
-//! know it is cached.
+//! know it is cached. A `SOURCE_DATE_EPOCH` given to the build is part of
+//! the key too: maintainer scripts and `run` scripts date what they write
+//! with it.
 
 use kiln_debian::{LockFile, TreeLock};
 use kiln_plan::{InputDigest, Plan};
@@ -15,13 +17,14 @@ use kiln_store::InputKey;
 
 use crate::build::{package_job, request_id};
 
-const DOMAIN: &str = "kiln layer key v1";
+const DOMAIN: &str = "kiln layer key v2";
 
 /// The layer key of a variant.
 pub fn layer_key(
     digest: &InputDigest,
     packages: Option<&LockFile>,
     parent: Option<&InputKey>,
+    epoch: Option<i64>,
 ) -> InputKey {
     let mut h = blake3::Hasher::new();
     let mut field = |b: &[u8]| {
@@ -42,6 +45,10 @@ pub fn layer_key(
         None => field(b"no packages"),
     }
     field(parent.map_or(&[][..], |p| &p.0[..]));
+    match epoch {
+        Some(secs) => field(&secs.to_le_bytes()),
+        None => field(b"epoch of the packages"),
+    }
     InputKey(*h.finalize().as_bytes())
 }
 
@@ -65,7 +72,7 @@ pub fn current_entry<'l>(
 
 /// Every variant's layer key as far as the lock tells without resolving:
 /// `None` for a variant (and its descendants) whose packages need resolving.
-pub fn known_keys(plan: &Plan, lock: &TreeLock) -> Vec<Option<InputKey>> {
+pub fn known_keys(plan: &Plan, lock: &TreeLock, epoch: Option<i64>) -> Vec<Option<InputKey>> {
     let mut keys: Vec<Option<InputKey>> = Vec::with_capacity(plan.variants.len());
     for (id, v) in plan.variants.iter().enumerate() {
         let parent = match v.parent {
@@ -81,7 +88,7 @@ pub fn known_keys(plan: &Plan, lock: &TreeLock) -> Vec<Option<InputKey>> {
         keys.push(
             current_entry(plan, id, lock)
                 .ok()
-                .map(|entry| layer_key(&v.digest, entry, parent.as_ref())),
+                .map(|entry| layer_key(&v.digest, entry, parent.as_ref(), epoch)),
         );
     }
     keys
@@ -110,19 +117,28 @@ mod tests {
     fn new_package_versions_change_the_key_and_what_builds_on_it() {
         let d = InputDigest([7; 32]);
         let child = InputDigest([8; 32]);
-        let old = layer_key(&d, Some(&lock("1")), None);
-        let new = layer_key(&d, Some(&lock("2")), None);
-        assert_eq!(old, layer_key(&d, Some(&lock("1")), None), "deterministic");
+        let old = layer_key(&d, Some(&lock("1")), None, None);
+        let new = layer_key(&d, Some(&lock("2")), None, None);
+        assert_eq!(
+            old,
+            layer_key(&d, Some(&lock("1")), None, None),
+            "deterministic"
+        );
         assert_ne!(old, new, "a new version is a new layer");
         assert_ne!(
-            layer_key(&child, None, Some(&old)),
-            layer_key(&child, None, Some(&new)),
+            layer_key(&child, None, Some(&old), None),
+            layer_key(&child, None, Some(&new), None),
             "children follow"
         );
         assert_ne!(
-            layer_key(&d, None, None),
+            layer_key(&d, None, None, None),
             old,
             "no packages differs from some"
+        );
+        assert_ne!(
+            layer_key(&d, Some(&lock("1")), None, Some(1_700_000_000)),
+            old,
+            "a given SOURCE_DATE_EPOCH is a new layer"
         );
     }
 }

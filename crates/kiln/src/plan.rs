@@ -34,7 +34,12 @@ impl Action {
 /// its layer under the key `kiln.lock` gives it (an absent store holds
 /// nothing and is not created; a variant whose lock entry is missing or
 /// stale must be resolved, so it is built).
-fn actions(tree: &kiln_config::Tree, plan: &Plan, store_dir: &std::path::Path) -> Vec<Action> {
+fn actions(
+    tree: &kiln_config::Tree,
+    plan: &Plan,
+    store_dir: &std::path::Path,
+    epoch: Option<i64>,
+) -> Vec<Action> {
     let store = if store_dir.join("layers").is_dir() {
         kiln_store::Store::open(store_dir).ok()
     } else {
@@ -42,7 +47,7 @@ fn actions(tree: &kiln_config::Tree, plan: &Plan, store_dir: &std::path::Path) -
     };
     let lock = kiln_debian::TreeLock::read_or_default(&tree.root.join(crate::build::LOCK_FILE))
         .unwrap_or_default();
-    crate::keys::known_keys(plan, &lock)
+    crate::keys::known_keys(plan, &lock, epoch)
         .iter()
         .map(|key| match (&store, key) {
             (Some(s), Some(k)) if matches!(s.get(k), Ok(Some(_))) => Action::Cached,
@@ -101,8 +106,9 @@ pub fn run(args: &PlanArgs, style: Style) -> Outcome {
         skip: args.select.skip.clone(),
     };
     let (tree, plan) = load_plan(&args.dir, &selection, style)?;
+    let epoch = crate::build::epoch_override(&tree)?;
     let actions = match crate::build::cache_dir(args.cache_dir.as_deref(), Some(&tree)) {
-        Ok(dir) => actions(&tree, &plan, &dir.join("store")),
+        Ok(dir) => actions(&tree, &plan, &dir.join("store"), epoch),
         Err(_) => vec![Action::Build; plan.variants.len()],
     };
     if args.json {

@@ -28,7 +28,7 @@ fn open(args: &StoreArgs, style: Style) -> Result<(Store, Vec<InputKey>), Failur
             let lock =
                 kiln_debian::TreeLock::read_or_default(&tree.root.join(crate::build::LOCK_FILE))
                     .unwrap_or_default();
-            crate::keys::known_keys(&plan, &lock)
+            crate::keys::known_keys(&plan, &lock, crate::build::epoch_override(&tree)?)
                 .into_iter()
                 .flatten()
                 .collect()

@@ -4,7 +4,7 @@
 
 use kiln_config::settings::UserSpec;
 
-use super::{BASE_ENV, Log, run_in_root};
+use super::{Log, run_in_root};
 use crate::error::Error;
 use crate::root::RootDir;
 
@@ -86,7 +86,12 @@ impl Accounts {
 /// shell and home path are changed as given and the supplementary groups
 /// added. The password hash goes to `usermod --password` and is blanked out
 /// of anything logged or returned.
-pub(super) fn users(root: &RootDir, users: &[UserSpec], log: &Log<'_>) -> Result<(), Error> {
+pub(super) fn users(
+    root: &RootDir,
+    users: &[UserSpec],
+    base_env: &[(&str, &str)],
+    log: &Log<'_>,
+) -> Result<(), Error> {
     for user in users {
         let accounts = Accounts::read(root)?;
         for group in user.group.iter().chain(&user.groups) {
@@ -100,7 +105,7 @@ pub(super) fn users(root: &RootDir, users: &[UserSpec], log: &Log<'_>) -> Result
                     root,
                     &format!("groupadd {group}"),
                     &argv,
-                    BASE_ENV,
+                    base_env,
                     None,
                     log,
                 )?;
@@ -150,12 +155,12 @@ pub(super) fn users(root: &RootDir, users: &[UserSpec], log: &Log<'_>) -> Result
                 if exists { "usermod" } else { "useradd" },
                 user.name
             );
-            run_in_root(root, &step, &argv, BASE_ENV, None, log)?;
+            run_in_root(root, &step, &argv, base_env, None, log)?;
         }
         if let Some(hash) = &user.password {
             let step = format!("usermod --password <password hash> {}", user.name);
             let argv = ["/usr/sbin/usermod", "--password", hash, &user.name];
-            run_in_root(root, &step, &argv, BASE_ENV, Some(hash), log)?;
+            run_in_root(root, &step, &argv, base_env, Some(hash), log)?;
         }
         if !user.ssh_authorized_keys.is_empty() {
             authorized_keys(root, user)?;

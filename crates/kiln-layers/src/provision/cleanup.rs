@@ -85,9 +85,81 @@ pub(super) fn cleanup(root: &RootDir, cleanup: &Cleanup, log: &Log<'_>) -> Resul
             log("machine-id: removed /var/lib/dbus/machine-id");
         }
     }
-    if root.remove_all("usr/sbin/policy-rc.d")? {
-        log("removed /usr/sbin/policy-rc.d");
+    if cleanup.ssh_host_keys {
+        ssh_host_keys(root, log)?;
     }
+    for rel in ALWAYS_REMOVED {
+        if root.remove_all(rel)? {
+            log(&format!("removed /{rel}"));
+        }
+    }
+    Ok(())
+}
+
+/// Removed from every image: kiln's own `policy-rc.d`, and files that
+/// hold what is true of one machine or one moment and make two builds
+/// differ — random seeds, and ldconfig's auxiliary cache (inode numbers
+/// and change times of the libraries it scanned; `ld.so.cache` itself is
+/// a function of the libraries and stays).
+const ALWAYS_REMOVED: &[&str] = &[
+    "usr/sbin/policy-rc.d",
+    "var/cache/ldconfig/aux-cache",
+    "var/lib/systemd/random-seed",
+    "var/lib/urandom/random-seed",
+];
+
+/// The unit that makes the SSH host keys an image does not ship.
+const SSH_KEYGEN_UNIT: &str = "kiln-ssh-host-keys.service";
+
+/// Its text: run before `ssh.service`, only while no host key exists.
+const SSH_KEYGEN_UNIT_TEXT: &str = "\
+# Written by kiln. The image ships no SSH host keys: every machine booted
+# from one image would share them, and they would make two builds of the
+# same tree differ. This makes them once, before sshd first starts.
+[Unit]
+Description=Generate the SSH host keys this image does not ship
+Before=ssh.service
+ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+";
+
+/// Removes `/etc/ssh/ssh_host_*_key{,.pub}`; where the image has sshd and
+/// systemd, installs [`SSH_KEYGEN_UNIT`] as a requirement of
+/// `ssh.service` so the keys are made at first boot.
+fn ssh_host_keys(root: &RootDir, log: &Log<'_>) -> Result<(), Error> {
+    let mut removed = 0;
+    for (name, kind) in root.list("etc/ssh")? {
+        let key = name.starts_with("ssh_host_")
+            && (name.ends_with("_key") || name.ends_with("_key.pub"));
+        if key && kind != FileType::Directory && root.remove_all(&format!("etc/ssh/{name}"))? {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        log(&format!("ssh_host_keys: removed {removed} host key files"));
+    }
+    if !root.exists("usr/sbin/sshd")? {
+        return Ok(());
+    }
+    let systemd = root.exists("usr/lib/systemd/systemd")? || root.exists("lib/systemd/systemd")?;
+    if !systemd {
+        log("ssh_host_keys: the image has no systemd: run `ssh-keygen -A` before sshd starts");
+        return Ok(());
+    }
+    let unit = format!("etc/systemd/system/{SSH_KEYGEN_UNIT}");
+    root.create_dirs("etc/systemd/system/ssh.service.requires", 0o755)?;
+    root.write(&unit, 0o644, (0, 0), SSH_KEYGEN_UNIT_TEXT.as_bytes())?;
+    root.symlink(
+        &format!("etc/systemd/system/ssh.service.requires/{SSH_KEYGEN_UNIT}"),
+        std::path::Path::new(&format!("../{SSH_KEYGEN_UNIT}")),
+    )?;
+    log(&format!(
+        "ssh_host_keys: /{unit} makes them at first boot, before ssh.service"
+    ));
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::fs;
 use kiln_config::ImageSettings;
 use kiln_config::settings::{RunBody, RunStep, Services};
 
-use super::{BASE_ENV, ConfigPaths, Log, ProvisionContext, run_in_root};
+use super::{ConfigPaths, Log, ProvisionContext, run_in_root};
 use crate::error::Error;
 use crate::root::RootDir;
 
@@ -15,7 +15,12 @@ const SYSTEMCTL: &[&str] = &["usr/bin/systemctl", "bin/systemctl"];
 /// Enables, then disables, each unit with the root's own `systemctl`,
 /// which edits the unit symlinks offline (`SYSTEMD_OFFLINE=1`: nothing
 /// talks to a running systemd).
-pub(super) fn services(root: &RootDir, services: &Services, log: &Log<'_>) -> Result<(), Error> {
+pub(super) fn services(
+    root: &RootDir,
+    services: &Services,
+    base_env: &[(&str, &str)],
+    log: &Log<'_>,
+) -> Result<(), Error> {
     let mut systemctl = None;
     for path in SYSTEMCTL {
         if root.exists(path)? {
@@ -28,7 +33,7 @@ pub(super) fn services(root: &RootDir, services: &Services, log: &Log<'_>) -> Re
         .iter()
         .map(|u| ("enable", u))
         .chain(services.disable.iter().map(|u| ("disable", u)));
-    let mut env = BASE_ENV.to_vec();
+    let mut env = base_env.to_vec();
     env.push(("SYSTEMD_OFFLINE", "1"));
     for (action, unit) in actions {
         let Some(systemctl) = &systemctl else {
@@ -43,19 +48,34 @@ pub(super) fn services(root: &RootDir, services: &Services, log: &Log<'_>) -> Re
     Ok(())
 }
 
+/// One `run` script of a variant.
+pub(super) struct Script<'a> {
+    /// Its position in `run` (names its file in `/tmp`).
+    pub(super) index: usize,
+    /// The step's name, `run:<name>`.
+    pub(super) step: &'a str,
+    /// What to run.
+    pub(super) run: &'a RunStep,
+    /// The environment every command in the root gets.
+    pub(super) base_env: &'a [(&'a str, &'a str)],
+}
+
 /// Writes the script of `run` to the root's `/tmp`, runs it there with
 /// `/bin/sh` and removes it, whatever the outcome.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_script(
     root: &RootDir,
-    index: usize,
-    step: &str,
-    run: &RunStep,
+    script: &Script<'_>,
     settings: &ImageSettings,
     ctx: &ProvisionContext,
     paths: &ConfigPaths<'_>,
     log: &Log<'_>,
 ) -> Result<(), Error> {
+    let Script {
+        index,
+        step,
+        run,
+        base_env,
+    } = *script;
     let script = match &run.body {
         RunBody::Inline(text) => text.clone().into_bytes(),
         RunBody::Script(path) => {
@@ -68,7 +88,7 @@ pub(super) fn run_script(
     }
     let rel = format!("tmp/kiln-run-{}-{index}.sh", std::process::id());
     root.write(&rel, 0o700, (0, 0), &script)?;
-    let env = script_env(settings, ctx);
+    let env = script_env(base_env, settings, ctx);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let in_root = format!("/{rel}");
     let result = run_in_root(root, step, &["/bin/sh", &in_root], &env, None, log);
@@ -78,13 +98,17 @@ pub(super) fn run_script(
 }
 
 /// The environment of a `run` script: the base, `env`, then `KILN_*`.
-fn script_env(settings: &ImageSettings, ctx: &ProvisionContext) -> Vec<(String, String)> {
+fn script_env(
+    base_env: &[(&str, &str)],
+    settings: &ImageSettings,
+    ctx: &ProvisionContext,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |key: String, value: String| {
         env.retain(|(k, _)| *k != key);
         env.push((key, value));
     };
-    for (key, value) in BASE_ENV {
+    for (key, value) in base_env {
         set((*key).to_owned(), (*value).to_owned());
     }
     for (key, value) in &settings.env {

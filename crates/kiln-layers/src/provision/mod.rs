@@ -35,6 +35,9 @@ pub struct ProvisionContext {
     pub keys: Vec<(String, String)>,
     /// The requested package names (`KILN_PACKAGES`, space-separated).
     pub packages: Vec<String>,
+    /// The build's `SOURCE_DATE_EPOCH`, given to every command run in the
+    /// root (`useradd` dates `/etc/shadow` with it).
+    pub source_date_epoch: Option<i64>,
 }
 
 /// What [`provision`] did.
@@ -80,7 +83,8 @@ pub struct ProvisionReport {
 ///    `/bin/sh` and removed, whatever the outcome, while
 ///    `/usr/sbin/policy-rc.d` answers 101 (a file already there is put
 ///    back afterwards). The environment is exactly `PATH`, `HOME=/root`,
-///    `LC_ALL=C.UTF-8`, `DEBIAN_FRONTEND=noninteractive`, then
+///    `LC_ALL=C.UTF-8`, `DEBIAN_FRONTEND=noninteractive`,
+///    `SOURCE_DATE_EPOCH` (when the context has one), then
 ///    `settings.env` (which may override those, not `KILN_*`), then
 ///    `KILN_IMAGE`, `KILN_VARIANT`, `KILN_<DIMENSION>` per key (upper
 ///    case, `-` as `_`) and `KILN_PACKAGES` (space-separated). A non-zero
@@ -105,7 +109,16 @@ pub struct ProvisionReport {
 ///      keep their permissions);
 ///    - `machine_id`: `/etc/machine-id` empty (present, zero bytes) and
 ///      `/var/lib/dbus/machine-id` removed;
-///    - always: `/usr/sbin/policy-rc.d` removed.
+///    - `ssh_host_keys`: `/etc/ssh/ssh_host_*_key` and `.pub` removed (an
+///      image shared by many machines must not carry one machine's keys,
+///      and fresh keys make every build differ); an image with sshd and
+///      systemd gets `/etc/systemd/system/kiln-ssh-host-keys.service`,
+///      required by `ssh.service`, which runs `ssh-keygen -A` at first
+///      boot;
+///    - always: `/usr/sbin/policy-rc.d`, `/var/cache/ldconfig/aux-cache`
+///      (inode numbers and change times of one build), and the random
+///      seeds `/var/lib/systemd/random-seed`, `/var/lib/urandom/random-seed`
+///      removed.
 ///
 /// Each log line goes to `log(step, line)`: [`STEP_STARTED`] first,
 /// [`STEP_FINISHED`] (or [`STEP_FAILED`]) last, the output of commands
@@ -130,6 +143,12 @@ pub fn provision(
     log: &(dyn Fn(&str, &str) + Sync),
 ) -> Result<ProvisionReport, Error> {
     let root = RootDir::open(root)?;
+    let epoch = ctx.source_date_epoch.map(|e| e.to_string());
+    let mut base_env: Vec<(&str, &str)> = BASE_ENV.to_vec();
+    if let Some(epoch) = &epoch {
+        base_env.push(("SOURCE_DATE_EPOCH", epoch));
+    }
+    let base_env = base_env.as_slice();
     let paths = ConfigPaths {
         image_dir,
         tree_root,
@@ -166,13 +185,13 @@ pub fn provision(
     }
     if !settings.users.is_empty() {
         step("users", &mut |log| {
-            accounts::users(&root, &settings.users, log)
+            accounts::users(&root, &settings.users, base_env, log)
         })?;
     }
     let services = &settings.services;
     if !services.enable.is_empty() || !services.disable.is_empty() {
         step("services", &mut |log| {
-            commands::services(&root, services, log)
+            commands::services(&root, services, base_env, log)
         })?;
     }
     if !settings.run.is_empty() {
@@ -181,7 +200,13 @@ pub fn provision(
         for (index, run) in settings.run.iter().enumerate() {
             let name = format!("run:{}", run.name);
             result = step(&name, &mut |log| {
-                commands::run_script(&root, index, &name, run, settings, ctx, &paths, log)
+                let script = commands::Script {
+                    index,
+                    step: &name,
+                    run,
+                    base_env,
+                };
+                commands::run_script(&root, &script, settings, ctx, &paths, log)
             });
             if result.is_err() {
                 break;

@@ -61,6 +61,7 @@ fn settings() -> ImageSettings {
             tmp: false,
             logs: false,
             machine_id: false,
+            ssh_host_keys: false,
         },
         outputs: Vec::new(),
         kernel: false,
@@ -77,6 +78,7 @@ fn context() -> ProvisionContext {
             ("boot-firmware".to_owned(), "uefi".to_owned()),
         ],
         packages: vec!["curl".to_owned(), "nginx-light".to_owned()],
+        source_date_epoch: Some(1_700_000_000),
     }
 }
 
@@ -292,6 +294,7 @@ fn provisions_a_debian_root_into_a_layer() {
         tmp: true,
         logs: true,
         machine_id: true,
+        ssh_host_keys: true,
     };
 
     let log = Log::default();
@@ -357,6 +360,7 @@ fn provisions_a_debian_root_into_a_layer() {
             "LC_ALL=C.UTF-8",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "PWD=/",
+            "SOURCE_DATE_EPOCH=1700000000",
         ]
     );
     for expected in ["to-stderr", "policy=101", "script-in-tmp", "proc-mounted"] {
@@ -433,6 +437,15 @@ fn provisions_a_debian_root_into_a_layer() {
             .lines()
             .any(|l| l.starts_with(&format!("alice:{HASH}:")))
     );
+    // Dated with SOURCE_DATE_EPOCH (1_700_000_000 s is day 19675), not
+    // the day of the build: the same tree gives the same /etc/shadow.
+    for user in ["alice", "svc"] {
+        let line = shadow
+            .lines()
+            .find(|l| l.starts_with(&format!("{user}:")))
+            .unwrap_or_else(|| panic!("{user} in /etc/shadow:\n{shadow}"));
+        assert_eq!(line.split(':').nth(2), Some("19675"), "{line}");
+    }
     assert!(fs::metadata(m("var/lib/svc")).unwrap().is_dir());
     let ssh = fs::metadata(m("home/alice/.ssh")).unwrap();
     assert_eq!(

@@ -64,6 +64,7 @@ fn commit_refuses_a_missing_parent_a_wrong_lock_and_an_existing_layer() {
     let meta = |parent| NewLayer {
         variant: "v".into(),
         parent,
+        epoch: None,
     };
 
     let lock = store.lock(&key(1)).unwrap();
@@ -112,6 +113,7 @@ fn a_stage_of_another_store_is_refused() {
             NewLayer {
                 variant: "v".into(),
                 parent: None,
+                epoch: None,
             },
         )
         .unwrap_err();

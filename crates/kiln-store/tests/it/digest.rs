@@ -398,6 +398,7 @@ fn commit_records_the_digest_of_the_staged_tree() {
             NewLayer {
                 variant: "v".into(),
                 parent: None,
+                epoch: None,
             },
         )
         .unwrap();

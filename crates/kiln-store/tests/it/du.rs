@@ -121,6 +121,7 @@ fn hard_links_are_counted_once() {
             kiln_store::NewLayer {
                 variant: "two".into(),
                 parent: None,
+                epoch: None,
             },
         )
         .unwrap();

@@ -41,6 +41,7 @@ pub(crate) fn build(
             NewLayer {
                 variant: variant.to_owned(),
                 parent,
+                epoch: None,
             },
         )
         .unwrap()

@@ -39,6 +39,7 @@ fn build_or_find(store: &Store, before_commit: impl FnOnce()) -> Outcome {
             NewLayer {
                 variant: "base".into(),
                 parent: None,
+                epoch: None,
             },
         )
         .unwrap();

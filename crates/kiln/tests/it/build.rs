@@ -138,6 +138,18 @@ fn openssh_server_and_busybox_build_and_sshd_config_is_valid() {
         run.stdout, run.stderr
     );
     let root = t.path().join("out/img/rootfs");
+    // The image ships no host keys (cleanup's `ssh_host_keys`): they are
+    // made where it boots, as `ssh-keygen -A` (what kiln's first-boot unit
+    // runs on an image with systemd) does here.
+    let keys: Vec<_> = std::fs::read_dir(root.join("etc/ssh"))
+        .expect("etc/ssh")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    assert!(keys.is_empty(), "host keys in the image: {keys:?}");
+    let keygen = chroot(&root, &["/usr/bin/ssh-keygen", "-A"]);
+    assert!(keygen.status.success(), "{keygen:?}");
     // At boot, the unit's RuntimeDirectory= creates /run/sshd; sshd -t wants it.
     std::fs::create_dir_all(root.join("run/sshd")).expect("mkdir");
     let sshd = chroot(&root, &["/usr/sbin/sshd", "-t"]);
@@ -292,12 +304,20 @@ fn killed_at(marker: &str, delay: std::time::Duration) {
         );
     }
     // No staging folder or mount is left behind.
-    let left: Vec<_> = std::fs::read_dir(t.path().join("out"))
+    let mut left: Vec<_> = std::fs::read_dir(t.path().join("out"))
         .expect("out")
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(left, [std::ffi::OsString::from("img")]);
+    left.sort();
+    // The variant's folder and the manifest of the build that finished.
+    assert_eq!(
+        left,
+        [
+            std::ffi::OsString::from("img"),
+            std::ffi::OsString::from("manifest.json")
+        ]
+    );
     assert_store_verifies(t.path(), &cache);
     assert_no_mount_under(t.path());
 }

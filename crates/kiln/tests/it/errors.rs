@@ -1,6 +1,6 @@
 //! Every kind of bad input: a snapshot of its message, and exit code 2.
 
-use crate::{SOURCES, TestTree, kiln};
+use crate::{SOURCES, TestTree, kiln, kiln_with_env};
 
 /// Runs `kiln plan` on a tree that must fail, and returns stderr.
 fn fail(files: &[(&str, &str)], extra: &[&str]) -> String {
@@ -263,4 +263,27 @@ fn output_options_out_of_range() {
         &[],
     );
     insta::assert_snapshot!(err);
+}
+
+#[test]
+fn malformed_source_date_epoch_stops_plan_and_build() {
+    let tree = TestTree::new(&[
+        ("kiln.toml", &root("")),
+        ("base/image.toml", "from = \"debian:bookworm\"\n"),
+    ]);
+    let mut texts = Vec::new();
+    for (command, value) in [("plan", "yesterday"), ("build", "-5"), ("build", "1.5e9")] {
+        let run = kiln_with_env(
+            tree.path(),
+            &[command, ".", "--cache-dir", "cache"],
+            &[("SOURCE_DATE_EPOCH", value)],
+        );
+        assert_eq!(run.code, 2, "{command} with `{value}`: {}", run.stderr);
+        assert!(
+            !tree.path().join("cache").exists() && !tree.path().join("out").exists(),
+            "nothing is written before the error"
+        );
+        texts.push(run.stderr);
+    }
+    insta::assert_snapshot!(texts.join("---\n"));
 }

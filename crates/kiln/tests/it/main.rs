@@ -54,9 +54,17 @@ pub struct Run {
 
 /// Runs kiln with `args` in `cwd`.
 pub fn kiln(cwd: &Path, args: &[&str]) -> Run {
+    kiln_with_env(cwd, args, &[])
+}
+
+/// Runs kiln with `args` in `cwd` and the variables `env` set.
+pub fn kiln_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
         .current_dir(cwd)
+        // The caller's SOURCE_DATE_EPOCH would change what is built.
+        .env_remove("SOURCE_DATE_EPOCH")
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         // Nothing from the user's own cache (layers would show as cached).
         .env(

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::{TestTree, kiln, skip_end_to_end};
+use crate::{TestTree, kiln, kiln_with_env, skip_end_to_end};
 
 fn tree() -> TestTree {
     TestTree::new(&[
@@ -129,6 +129,15 @@ fn build_writes_artifacts_manifest_and_sboms() {
         base["packages"].as_array().expect("packages").len(),
         installed
     );
+    // Each variant is dated by its newest package (the build date dpkg-deb
+    // stamps on a .deb's members), and nothing in its artifacts is later.
+    let lock = fs::read_to_string(t.path().join("kiln.lock")).expect("kiln.lock");
+    let base_epoch = newest_package(&lock, "base", &t.path().join("cache"));
+    let app_epoch = newest_package(&lock, "app", &t.path().join("cache")).max(base_epoch);
+    assert_eq!(base["epoch"], base_epoch);
+    assert_eq!(app["epoch"], app_epoch);
+    assert_no_time_after(&base_tar, base_epoch);
+
     // The SBOM lists the image and every package.
     let sbom: serde_json::Value = serde_json::from_str(
         &fs::read_to_string(
@@ -231,6 +240,106 @@ fn build_writes_artifacts_manifest_and_sboms() {
         "{}",
         run.stderr
     );
+}
+
+/// The newest build date (ar member date) of the `.deb`s `kiln.lock`
+/// records for `variant`, read from the cache they were downloaded to.
+fn newest_package(lock: &str, variant: &str, cache: &Path) -> i64 {
+    let block = lock
+        .split("[[variant]]")
+        .find(|b| b.trim_start().starts_with(&format!("name = \"{variant}\"")))
+        .unwrap_or_else(|| panic!("no `{variant}` in kiln.lock:\n{lock}"));
+    block
+        .lines()
+        .filter_map(|l| l.strip_prefix("sha256 = \""))
+        .map(|sha| {
+            let deb = fs::read(cache.join("debs").join(format!("{}.deb", &sha[..64]))).expect("deb");
+            // "!<arch>\n", then the first member header: name (16), date (12).
+            let date = String::from_utf8_lossy(&deb[8 + 16..8 + 28]).trim().to_string();
+            date.parse::<i64>().expect("an ar date")
+        })
+        .max()
+        .expect("packages")
+}
+
+/// Asserts that no entry of the tar archive `tar` is dated after `epoch`.
+fn assert_no_time_after(tar: &Path, epoch: i64) {
+    let out = Command::new("tar")
+        .args(["--full-time", "-tvf"])
+        .arg(tar)
+        .env("TZ", "UTC")
+        .output()
+        .expect("tar");
+    assert!(out.status.success());
+    let limit = Command::new("date")
+        .args(["-u", "-d", &format!("@{epoch}"), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .expect("date");
+    let limit = String::from_utf8_lossy(&limit.stdout).trim().to_string();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let mut entries = 0;
+    for line in listing.lines() {
+        // mode owner size date time name
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let when = format!("{} {}", fields[3], fields[4]);
+        assert!(when <= limit, "{line} is later than {limit}");
+        entries += 1;
+    }
+    assert!(entries > 1000, "{listing}");
+}
+
+#[test]
+fn source_date_epoch_dates_the_root_and_its_artifacts() {
+    if skip_end_to_end() {
+        return;
+    }
+    let t = TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "base/image.toml",
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\noutputs = [\"tar\"]\nusers = [{ name = \"app\" }]\n",
+        ),
+    ]);
+    let cache = t.path().join("cache");
+    let run = kiln_with_env(
+        t.path(),
+        &["build", ".", "--cache-dir", cache.to_str().expect("utf-8")],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let m = manifest(&t);
+    assert_eq!(m["variants"][0]["epoch"], 1_700_000_000);
+    let tar = t.path().join("out/base/base-r0.tar");
+    assert_no_time_after(&tar, 1_700_000_000);
+    // useradd and the packages' scripts dated /etc/shadow with it: day 19675.
+    let shadow = Command::new("tar")
+        .args(["-xOf"])
+        .arg(&tar)
+        .arg("./etc/shadow")
+        .output()
+        .expect("tar");
+    let shadow = String::from_utf8_lossy(&shadow.stdout);
+    for user in ["root", "app"] {
+        let line = shadow
+            .lines()
+            .find(|l| l.starts_with(&format!("{user}:")))
+            .unwrap_or_else(|| panic!("{user}:\n{shadow}"));
+        assert_eq!(line.split(':').nth(2), Some("19675"), "{line}");
+    }
+    // The same epoch finds the layer; another epoch is another layer.
+    let run = kiln_with_env(
+        t.path(),
+        &["plan", ".", "--cache-dir", cache.to_str().expect("utf-8")],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(run.stdout.contains("cached"), "{}", run.stdout);
+    let run = kiln_with_env(
+        t.path(),
+        &["plan", ".", "--cache-dir", cache.to_str().expect("utf-8")],
+        &[("SOURCE_DATE_EPOCH", "1700000001")],
+    );
+    assert!(run.stdout.contains("build"), "{}", run.stdout);
+    assert!(!run.stdout.contains("cached"), "{}", run.stdout);
 }
 
 /// Copies the bundled example into a new temporary folder.
