@@ -4,6 +4,7 @@
 #![allow(clippy::print_stderr)]
 
 mod archives;
+mod ext4;
 mod squashfs;
 
 use std::fs;
