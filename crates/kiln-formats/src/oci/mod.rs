@@ -138,10 +138,7 @@ impl OciOptions {
             token("variant", v)?;
         }
         if media_type(self.compression).is_none() {
-            return Err(format!(
-                "OCI layers cannot be compressed with {}; use gzip, zstd or none",
-                self.compression.identity()
-            ));
+            return Err("OCI layers cannot be compressed with xz; use gzip, zstd or none".into());
         }
         self.compression.validate()?;
         for e in &self.env {
