@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let stack = LayerStack::new(paths);
     let input = Input {
         stack: &stack,
+        layer_ids: &[],
         epoch: 1_700_000_000,
         threads,
         cache_dir: cache.as_deref(),

@@ -53,6 +53,7 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let input = Input {
         stack: &stack,
+        layer_ids: &[],
         epoch,
         threads,
         cache_dir: None,

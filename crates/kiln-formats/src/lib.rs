@@ -2,12 +2,13 @@
 //!
 //! A writer turns a built variant — its stack of layers, read through
 //! [`kiln_layers::MergedView`] without mounting anything — into one
-//! artifact file: an archive, a filesystem image. Writers never read the
+//! artifact: an archive, a filesystem image, an OCI image (a layout
+//! folder, or the same in one tar). Writers never read the
 //! configuration: the CLI maps an image's `outputs` to a [`Spec`] (the
 //! format and its options), and [`write_artifact`] writes it to a
-//! temporary file beside the destination and renames it into place, so a
-//! reader never sees half a file and a failed write leaves the previous
-//! artifact alone.
+//! temporary file (or folder) beside the destination and renames it into
+//! place, so a reader never sees half a file and a failed write leaves the
+//! previous artifact alone.
 //!
 //! Every writer is **reproducible**: entries are sorted, mtimes clamped to
 //! the build's epoch, inode numbers assigned in tree order, UUIDs and
@@ -19,7 +20,14 @@
 //! use kiln_layers::LayerStack;
 //!
 //! let stack = LayerStack::new(vec!["store/layers/base/tree".into()]);
-//! let input = Input { stack: &stack, epoch: 1_700_000_000, threads: 2, cache_dir: None, seed: b"key" };
+//! let input = Input {
+//!     stack: &stack,
+//!     layer_ids: &[],
+//!     epoch: 1_700_000_000,
+//!     threads: 2,
+//!     cache_dir: None,
+//!     seed: b"key",
+//! };
 //! let spec = Spec::Tar { compression: Compression::Zstd { level: 3 } };
 //! write_artifact(&spec, &input, "out/base.tar.zst".as_ref())?;
 //! # Ok::<(), kiln_formats::Error>(())
@@ -30,6 +38,7 @@ mod compress;
 mod cpio;
 mod error;
 mod ext4;
+mod oci;
 mod squashfs;
 mod tar;
 mod tree;
@@ -40,6 +49,7 @@ use std::path::{Path, PathBuf};
 pub use compress::Compression;
 pub use error::Error;
 pub use ext4::Ext4Options;
+pub use oci::{DEFAULT_PATH, OciOptions, rfc3339};
 pub use squashfs::{SquashfsCompression, SquashfsOptions};
 pub use tree::{Node, NodeKind, OPAQUE_XATTR, Tree, open_source};
 
@@ -50,6 +60,10 @@ use kiln_layers::LayerStack;
 pub struct Input<'a> {
     /// The variant's layers, bottom first; its own layer is the top one.
     pub stack: &'a LayerStack,
+    /// What identifies each layer of `stack` (its key in the store), in
+    /// the same order, or empty when unknown. Writers that keep one piece
+    /// per layer (OCI's layer blobs) cache it under this identity.
+    pub layer_ids: &'a [[u8; 32]],
     /// The build's epoch (`SOURCE_DATE_EPOCH`): later mtimes are clamped
     /// to it, and formats that store a creation time store it.
     pub epoch: i64,
@@ -67,7 +81,8 @@ pub struct Input<'a> {
 
 /// Writes one artifact; see the module documentation.
 pub trait Writer {
-    /// Writes the artifact to `dest`, a new file (the caller renames it).
+    /// Writes the artifact to `dest`, a new file or folder (the caller
+    /// renames it).
     fn write(&self, input: &Input<'_>, dest: &Path) -> Result<(), Error>;
 }
 
@@ -98,6 +113,11 @@ pub enum Spec {
     OverlaySquashfs(SquashfsOptions),
     /// A raw ext4 filesystem image of the full root.
     Ext4(Ext4Options),
+    /// An OCI image layout folder (`oci-layout`, `index.json`,
+    /// `blobs/sha256/…`), one image layer per layer of the stack.
+    Oci(OciOptions),
+    /// The same OCI image layout as one tar file (`oci-archive:`).
+    OciTar(OciOptions),
 }
 
 impl Spec {
@@ -127,6 +147,14 @@ impl Spec {
             Spec::Ext4(options) => Box::new(ext4::Ext4Writer {
                 options: options.clone(),
             }),
+            Spec::Oci(options) => Box::new(oci::OciWriter {
+                options: options.clone(),
+                archive: false,
+            }),
+            Spec::OciTar(options) => Box::new(oci::OciWriter {
+                options: options.clone(),
+                archive: true,
+            }),
         }
     }
 
@@ -145,13 +173,18 @@ impl Spec {
             Spec::Squashfs(o) => format!("squashfs {}", o.identity()),
             Spec::OverlaySquashfs(o) => format!("overlay.squashfs {}", o.identity()),
             Spec::Ext4(o) => format!("ext4 {}", o.identity()),
+            Spec::Oci(o) => format!("oci {}", o.identity()),
+            Spec::OciTar(o) => format!("oci.tar {}", o.identity()),
         }
     }
 }
 
 /// Writes `spec`'s artifact of `input` to `dest` atomically: into a
-/// temporary file in the same folder, synced, then renamed over `dest`.
-/// On failure the temporary file is removed and `dest` is untouched.
+/// temporary file (or folder, for [`Spec::Oci`]) in the same folder,
+/// synced, then renamed over `dest` (exchanged with it, when a folder is
+/// involved, so readers see the old or the new artifact and nothing in
+/// between). On failure the temporary file is removed and `dest` is
+/// untouched.
 pub fn write_artifact(spec: &Spec, input: &Input<'_>, dest: &Path) -> Result<(), Error> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
@@ -159,14 +192,57 @@ pub fn write_artifact(spec: &Spec, input: &Input<'_>, dest: &Path) -> Result<(),
         .file_name()
         .map_or_else(|| "artifact".into(), |n| n.to_string_lossy().into_owned());
     let temp: PathBuf = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let _ = fs::remove_file(&temp);
+    remove_any(&temp)?;
     let result = spec.writer().write(input, &temp).and_then(|()| {
         let f = fs::File::open(&temp).map_err(|e| Error::io("open", &temp, e))?;
         f.sync_all().map_err(|e| Error::io("sync", &temp, e))?;
-        fs::rename(&temp, dest).map_err(|e| Error::io("rename", dest, e))
+        replace(&temp, dest)
     });
     if result.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = remove_any(&temp);
     }
     result
+}
+
+/// Renames `temp` to `dest`. A folder cannot be renamed over a folder
+/// that has content (nor a file over a folder): when either is one, the
+/// two are exchanged and the old one, now at `temp`, removed.
+fn replace(temp: &Path, dest: &Path) -> Result<(), Error> {
+    let is_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    let dest_exists = fs::symlink_metadata(dest).is_ok();
+    if dest_exists && (is_dir(temp) || is_dir(dest)) {
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            temp,
+            rustix::fs::CWD,
+            dest,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => return remove_any(temp),
+            // A filesystem without exchange: move the old one aside first
+            // (readers briefly see no artifact, never half of one).
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                let old = temp.with_extension("old");
+                remove_any(&old)?;
+                fs::rename(dest, &old).map_err(|e| Error::io("rename", dest, e))?;
+                if let Err(e) = fs::rename(temp, dest) {
+                    let _ = fs::rename(&old, dest);
+                    return Err(Error::io("rename", dest, e));
+                }
+                return remove_any(&old);
+            }
+            Err(e) => return Err(Error::io("rename", dest, e.into())),
+        }
+    }
+    fs::rename(temp, dest).map_err(|e| Error::io("rename", dest, e))
+}
+
+/// Removes the file or folder at `path`, if there is one.
+pub(crate) fn remove_any(path: &Path) -> Result<(), Error> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    }
+    .map_err(|e| Error::io("remove", path, e))
 }

@@ -15,6 +15,10 @@
 //!   tar does.
 //! - The archive ends with two zero blocks and is padded to tar's
 //!   10 KiB record.
+//!
+//! The same writer writes OCI image layers and `oci.tar` (`oci/`): names
+//! without a prefix and no root entry, and, in a layer, whiteouts and
+//! opaque directories in OCI's form ([`Whiteouts::Oci`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -22,7 +26,7 @@ use std::path::Path;
 
 use crate::compress::{Compression, Counting, FinishWrite, compressed};
 use crate::error::Error;
-use crate::tree::{Node, NodeKind, Tree, open_source};
+use crate::tree::{Node, NodeKind, OPAQUE_XATTR, Tree, open_source};
 use crate::{Input, Writer};
 
 const BLOCK: usize = 512;
@@ -42,28 +46,55 @@ impl Writer for TarWriter {
             input.threads,
         )
         .map_err(|e| Error::io("write", dest, e))?;
-        write_tar(&tree, "./", out, dest)
+        write_tar(&tree, "./", Whiteouts::Overlay, out, dest)
     }
 }
 
+/// How a layer tree's whiteouts and opaque marks are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whiteouts {
+    /// As overlayfs keeps them: a whiteout is a character device 0:0, an
+    /// opaque directory carries [`OPAQUE_XATTR`]. (A merged root has
+    /// neither.)
+    Overlay,
+    /// As OCI image layers write them: a whiteout is an empty regular
+    /// file `.wh.<name>` (mode 0600) in its place, an opaque directory is
+    /// followed by an empty `.wh..wh..opq` inside it and loses the xattr.
+    /// A real name starting with `.wh.` cannot be stored.
+    Oci,
+}
+
+/// The prefix OCI layers mark whiteouts with.
+pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
+/// The entry OCI layers mark an opaque directory with.
+pub(crate) const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+
 /// Writes `tree` as a tar into `out`, every name prefixed with `prefix`
-/// (`"./"`, or `""` for OCI layers).
+/// (`"./"`, or `""` for OCI layers, which then leave the root out).
 pub(crate) fn write_tar(
     tree: &Tree,
     prefix: &str,
+    whiteouts: Whiteouts,
     out: Box<dyn FinishWrite>,
     dest: &Path,
 ) -> Result<(), Error> {
     let mut w = Counting { inner: out, n: 0 };
     let wr = |e: io::Error| Error::io("write", dest, e);
     for node in &tree.nodes {
-        let Some(entry) = entry_of(tree, node, prefix) else {
-            continue;
-        };
-        entry.write_headers(&mut w).map_err(wr)?;
-        if let NodeKind::File { size, source } = &node.kind {
-            copy_content(source, *size, &mut w)?;
-            pad(&mut w).map_err(wr)?;
+        let mut entry = entry_of(tree, node, prefix);
+        let mut opaque = None;
+        if whiteouts == Whiteouts::Oci {
+            (entry, opaque) = oci_entries(node, prefix, entry)?;
+        }
+        if let Some(entry) = entry {
+            entry.write_headers(&mut w).map_err(wr)?;
+            if let NodeKind::File { size, source } = &node.kind {
+                copy_content(source, *size, &mut w)?;
+                pad(&mut w).map_err(wr)?;
+            }
+        }
+        if let Some(opaque) = opaque {
+            opaque.write_headers(&mut w).map_err(wr)?;
         }
     }
     w.write_all(&[0; 2 * BLOCK]).map_err(wr)?;
@@ -73,6 +104,55 @@ pub(crate) fn write_tar(
 }
 
 use std::io::Read as _;
+
+/// `node`'s entry (`entry`, as a plain tar writes it) in an OCI layer, and
+/// the opaque marker that follows it; see [`Whiteouts::Oci`].
+fn oci_entries(
+    node: &Node,
+    prefix: &str,
+    entry: Option<Entry>,
+) -> Result<(Option<Entry>, Option<Entry>), Error> {
+    if node.name().starts_with(WHITEOUT_PREFIX) {
+        return Err(Error::Unsupported {
+            format: "an OCI layer",
+            path: node.path.clone(),
+            reason: format!("names starting with `{WHITEOUT_PREFIX}` mark whiteouts there"),
+        });
+    }
+    let marker = |name: String, mode: u32| Entry {
+        name: format!("{prefix}{name}").into_bytes(),
+        link: Vec::new(),
+        typeflag: b'0',
+        mode,
+        uid: node.uid,
+        gid: node.gid,
+        size: 0,
+        mtime: node.mtime,
+        major: 0,
+        minor: 0,
+        xattrs: Vec::new(),
+    };
+    if node.kind == NodeKind::Whiteout {
+        let name = match node.parent_path() {
+            "" => format!("{WHITEOUT_PREFIX}{}", node.name()),
+            parent => format!("{parent}/{WHITEOUT_PREFIX}{}", node.name()),
+        };
+        return Ok((Some(marker(name, 0o600)), None));
+    }
+    if !node.is_opaque() {
+        return Ok((entry, None));
+    }
+    let entry = entry.map(|mut e| {
+        e.xattrs.retain(|(k, _)| k != OPAQUE_XATTR);
+        e
+    });
+    let name = if node.path.is_empty() {
+        OPAQUE_WHITEOUT.to_owned()
+    } else {
+        format!("{}/{OPAQUE_WHITEOUT}", node.path)
+    };
+    Ok((entry, Some(marker(name, node.mode & 0o777))))
+}
 
 /// Copies exactly `size` bytes of `source` (the size the tree recorded:
 /// a file that changed since is an error, not a corrupt archive).

@@ -186,6 +186,7 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
                 let written = scratch.join(&file);
                 let input = kiln_formats::Input {
                     stack: job.stack,
+                    layer_ids: &[],
                     epoch: job.epoch,
                     threads: job.threads,
                     cache_dir: Some(job.blocks_dir),

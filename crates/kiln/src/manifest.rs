@@ -202,28 +202,9 @@ pub fn installed_packages(status: &str) -> Vec<PackageEntry> {
     out
 }
 
-/// `secs` since the Unix epoch as RFC 3339 in UTC.
-#[must_use]
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rest = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
+/// `secs` since the Unix epoch as RFC 3339 in UTC (the formula OCI image
+/// configs use too).
+pub use kiln_formats::rfc3339;
 
 /// The SPDX 2.3 JSON document of a variant: the image as the described
 /// package, containing every installed Debian package (with a `purl`).

@@ -12,6 +12,7 @@ use crate::{Compare, EPOCH, assert_same_tree, fixture, fixture_stack, have, is_r
 fn input(stack: &LayerStack, threads: usize) -> Input<'_> {
     Input {
         stack,
+        layer_ids: &[],
         epoch: EPOCH,
         threads,
         cache_dir: None,

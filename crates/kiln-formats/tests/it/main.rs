@@ -5,6 +5,7 @@
 
 mod archives;
 mod ext4;
+mod oci;
 mod squashfs;
 
 use std::fs;

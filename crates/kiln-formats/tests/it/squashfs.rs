@@ -171,6 +171,7 @@ fn tree_of(dir: &Path) -> Tree {
 fn write(spec: &Spec, stack: &LayerStack, threads: usize, cache: Option<&Path>, out: &Path) {
     let input = Input {
         stack,
+        layer_ids: &[],
         epoch: EPOCH,
         threads,
         cache_dir: cache,
@@ -327,6 +328,7 @@ fn bad_block_sizes_are_refused() {
         });
         let input = Input {
             stack: &fx.stack,
+            layer_ids: &[],
             epoch: EPOCH,
             threads: 1,
             cache_dir: None,
