@@ -30,6 +30,7 @@ mod compress;
 mod cpio;
 mod error;
 mod ext4;
+pub mod flist;
 mod squashfs;
 mod tar;
 mod tree;
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 pub use compress::Compression;
 pub use error::Error;
 pub use ext4::Ext4Options;
+pub use flist::FlistOptions;
 pub use squashfs::{SquashfsCompression, SquashfsOptions};
 pub use tree::{Node, NodeKind, OPAQUE_XATTR, Tree, open_source};
 
@@ -98,6 +100,10 @@ pub enum Spec {
     OverlaySquashfs(SquashfsOptions),
     /// A raw ext4 filesystem image of the full root.
     Ext4(Ext4Options),
+    /// A `ThreeFold` flist of the full root (an `SQLite` database as
+    /// `rfs pack` writes it), its file content in a block store; see
+    /// [`flist`].
+    Flist(FlistOptions),
 }
 
 impl Spec {
@@ -127,6 +133,9 @@ impl Spec {
             Spec::Ext4(options) => Box::new(ext4::Ext4Writer {
                 options: options.clone(),
             }),
+            Spec::Flist(options) => Box::new(flist::FlistWriter {
+                options: options.clone(),
+            }),
         }
     }
 
@@ -145,6 +154,7 @@ impl Spec {
             Spec::Squashfs(o) => format!("squashfs {}", o.identity()),
             Spec::OverlaySquashfs(o) => format!("overlay.squashfs {}", o.identity()),
             Spec::Ext4(o) => format!("ext4 {}", o.identity()),
+            Spec::Flist(o) => format!("flist {}", o.identity()),
         }
     }
 }

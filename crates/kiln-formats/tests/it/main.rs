@@ -4,6 +4,7 @@
 #![allow(clippy::print_stderr)]
 
 mod archives;
+mod flist;
 mod squashfs;
 
 use std::fs;
