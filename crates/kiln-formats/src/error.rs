@@ -58,6 +58,34 @@ pub enum Error {
         /// What it said.
         reason: String,
     },
+    /// An flist's `SQLite` database could not be created, written or read.
+    #[error("Failed to {action} the flist `{}`", path.display())]
+    Database {
+        /// What was being done: `create`, `write the inodes of`, ….
+        action: &'static str,
+        /// The flist.
+        path: PathBuf,
+        /// `SQLite`'s error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// An flist holds something this crate cannot use (an entry that is
+    /// not there, a malformed row).
+    #[error("Failed to read the flist `{}`: {reason}", path.display())]
+    Flist {
+        /// The flist.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A block read from a store does not match its id or key.
+    #[error("Failed to verify the block `{}`: {reason}", path.display())]
+    BadBlock {
+        /// The block's file in the store.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
     /// An external tool (`mkfs.ext4`, …) failed.
     #[error("Failed to run `{tool}` ({status}): {output}")]
     Tool {

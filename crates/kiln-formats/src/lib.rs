@@ -38,6 +38,7 @@ mod compress;
 mod cpio;
 mod error;
 mod ext4;
+pub mod flist;
 mod oci;
 mod squashfs;
 mod tar;
@@ -49,6 +50,7 @@ use std::path::{Path, PathBuf};
 pub use compress::Compression;
 pub use error::Error;
 pub use ext4::Ext4Options;
+pub use flist::FlistOptions;
 pub use oci::{DEFAULT_PATH, OciOptions, rfc3339};
 pub use squashfs::{SquashfsCompression, SquashfsOptions};
 pub use tree::{Node, NodeKind, OPAQUE_XATTR, Tree, open_source};
@@ -118,6 +120,10 @@ pub enum Spec {
     Oci(OciOptions),
     /// The same OCI image layout as one tar file (`oci-archive:`).
     OciTar(OciOptions),
+    /// A `ThreeFold` flist of the full root (an `SQLite` database as
+    /// `rfs pack` writes it), its file content in a block store; see
+    /// [`flist`].
+    Flist(FlistOptions),
 }
 
 impl Spec {
@@ -155,6 +161,9 @@ impl Spec {
                 options: options.clone(),
                 archive: true,
             }),
+            Spec::Flist(options) => Box::new(flist::FlistWriter {
+                options: options.clone(),
+            }),
         }
     }
 
@@ -175,6 +184,7 @@ impl Spec {
             Spec::Ext4(o) => format!("ext4 {}", o.identity()),
             Spec::Oci(o) => format!("oci {}", o.identity()),
             Spec::OciTar(o) => format!("oci.tar {}", o.identity()),
+            Spec::Flist(o) => format!("flist {}", o.identity()),
         }
     }
 }

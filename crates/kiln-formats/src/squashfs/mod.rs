@@ -19,7 +19,7 @@ mod compressor;
 mod data;
 mod inode;
 mod metadata;
-mod pool;
+pub(crate) mod pool;
 mod xattr;
 
 use std::fs::File;

@@ -5,6 +5,7 @@
 
 mod archives;
 mod ext4;
+mod flist;
 mod oci;
 mod squashfs;
 

@@ -253,9 +253,12 @@ fn newest_package(lock: &str, variant: &str, cache: &Path) -> i64 {
         .lines()
         .filter_map(|l| l.strip_prefix("sha256 = \""))
         .map(|sha| {
-            let deb = fs::read(cache.join("debs").join(format!("{}.deb", &sha[..64]))).expect("deb");
+            let deb =
+                fs::read(cache.join("debs").join(format!("{}.deb", &sha[..64]))).expect("deb");
             // "!<arch>\n", then the first member header: name (16), date (12).
-            let date = String::from_utf8_lossy(&deb[8 + 16..8 + 28]).trim().to_string();
+            let date = String::from_utf8_lossy(&deb[8 + 16..8 + 28])
+                .trim()
+                .to_string();
             date.parse::<i64>().expect("an ar date")
         })
         .max()
