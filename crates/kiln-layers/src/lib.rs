@@ -50,10 +50,10 @@ use std::path::PathBuf;
 pub use error::Error;
 pub use merged::{Entry, MergedView};
 pub use overlay::{Overlay, private_mount_namespace, whiteouts};
-pub use times::clamp_times;
 pub use provision::{
     ProvisionContext, ProvisionReport, STEP_FAILED, STEP_FINISHED, STEP_STARTED, provision,
 };
+pub use times::clamp_times;
 
 /// The layers of a variant, bottom (the bootstrap variant's root) first,
 /// each a folder on the host.

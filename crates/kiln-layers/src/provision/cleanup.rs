@@ -133,8 +133,8 @@ RemainAfterExit=yes
 fn ssh_host_keys(root: &RootDir, log: &Log<'_>) -> Result<(), Error> {
     let mut removed = 0;
     for (name, kind) in root.list("etc/ssh")? {
-        let key = name.starts_with("ssh_host_")
-            && (name.ends_with("_key") || name.ends_with("_key.pub"));
+        let key =
+            name.starts_with("ssh_host_") && (name.ends_with("_key") || name.ends_with("_key.pub"));
         if key && kind != FileType::Directory && root.remove_all(&format!("etc/ssh/{name}"))? {
             removed += 1;
         }
