@@ -20,6 +20,9 @@ use crate::source::{AptSource, Architecture};
 use crate::store;
 use crate::transport::{RetryPolicy, Transport};
 
+/// The extension of an index's decompressed text beside it in the cache.
+const TEXT_EXTENSION: &str = "text";
+
 /// Largest `InRelease`/`Release`/index accepted, to bound memory.
 const MAX_INDEX_BYTES: u64 = 1 << 30;
 
@@ -319,17 +322,29 @@ impl Repository {
         }
         let (bytes, path, compression) = found.expect("checked above");
         let origin = format!("{base}/{path}");
-        let text = compression.decompress(&bytes, &origin)?;
+        // Decompressing (xz) is most of the time of a cached index: keep
+        // the text beside the verified file it was made from.
+        let digest = verified
+            .release
+            .digest(&path)
+            .expect("chosen from the Release");
+        let text_path = self
+            .index_path(&digest.sha256)
+            .with_extension(TEXT_EXTENSION);
+        let text = match store::read_derived(&text_path)? {
+            Some(text) => text,
+            None => {
+                let text = compression.decompress(&bytes, &origin)?;
+                store::write_derived(&text_path, &text)?;
+                text
+            }
+        };
         let text = String::from_utf8(text).map_err(|e| Error::ParseIndex {
             origin: origin.clone(),
             line: 1 + bytecount_newlines(&e.as_bytes()[..e.utf8_error().valid_up_to()]),
             message: "the file is not UTF-8".to_owned(),
         })?;
         let packages = index::parse_packages(&text, &origin)?;
-        let digest = verified
-            .release
-            .digest(&path)
-            .expect("chosen from the Release");
         let release_dir = self.release_dir(&verified.uri, &verified.suite);
         let release_name = if release_dir.join("InRelease").exists() {
             "InRelease"

@@ -112,6 +112,37 @@ pub(crate) fn file_matches(path: &Path, sha256: &str, size: u64) -> Result<bool,
     }
 }
 
+/// Writes `bytes`, made from a verified file (a decompressed index), to
+/// `path` atomically, followed by their SHA256: [`read_derived`] uses it
+/// only while the two agree, so a torn or damaged copy is made again
+/// rather than read.
+pub(crate) fn write_derived(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut with_digest = Vec::with_capacity(bytes.len() + 32);
+    with_digest.extend_from_slice(bytes);
+    with_digest.extend_from_slice(&Sha256::digest(bytes));
+    write_atomic(path, &with_digest)
+}
+
+/// The bytes [`write_derived`] wrote to `path`, if they are there intact;
+/// a damaged file is removed.
+pub(crate) fn read_derived(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    let mut bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(cache_err(path)(source)),
+    };
+    let Some(split) = bytes.len().checked_sub(32) else {
+        remove_corrupt(path)?;
+        return Ok(None);
+    };
+    if Sha256::digest(&bytes[..split]).as_slice() != &bytes[split..] {
+        remove_corrupt(path)?;
+        return Ok(None);
+    }
+    bytes.truncate(split);
+    Ok(Some(bytes))
+}
+
 fn remove_corrupt(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -123,6 +154,23 @@ fn remove_corrupt(path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_files_are_used_only_while_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.text");
+        assert!(read_derived(&path).unwrap().is_none());
+        write_derived(&path, b"Package: a\n").unwrap();
+        assert_eq!(read_derived(&path).unwrap().unwrap(), b"Package: a\n");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] = b'p';
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(read_derived(&path).unwrap().is_none());
+        assert!(!path.exists(), "a damaged copy is removed");
+        std::fs::write(&path, b"short").unwrap();
+        assert!(read_derived(&path).unwrap().is_none());
+        assert!(!path.exists());
+    }
 
     #[test]
     fn writes_atomically_and_rejects_corruption() {

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
                 name,
                 path,
                 essential: false,
+                data_cache: None,
             }
         })
         .collect();

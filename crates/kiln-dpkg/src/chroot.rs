@@ -9,8 +9,11 @@
 //! 2. `fork`: the first process (in the host's PID namespace) only waits
 //!    and passes the exit status on; its child is PID 1 of a new PID
 //!    namespace, mounts `proc`, `sysfs` and a recursive bind of `/dev`
-//!    under the root, `chroot`s, then forks the command and reaps orphans
-//!    until the command exits.
+//!    under the root, then forks the command and reaps orphans until the
+//!    command exits. Only the command `chroot`s: PID 1 keeps the host's
+//!    root, so `/proc/1/root` is not the command's `/` and `ischroot`
+//!    (which maintainer scripts ask, libc6's among them before a `sleep
+//!    1`) answers that this is a chroot, as under debootstrap.
 //! 3. Each level has `PR_SET_PDEATHSIG(SIGKILL)`: if kiln dies (Ctrl-C,
 //!    SIGKILL), the chain dies with it, the kernel kills everything left in
 //!    the PID namespace when its PID 1 dies, and the mount namespace with
@@ -32,7 +35,7 @@ use std::process::{Command, Stdio};
 use crate::error::Error;
 
 /// How many lines of output an error keeps.
-const TAIL: usize = 20;
+pub(crate) const TAIL: usize = 20;
 
 /// The environment of every command run in the root; nothing else is
 /// taken from the host.
@@ -239,11 +242,11 @@ fn enter(paths: &Paths) -> io::Result<()> {
             libc::MS_BIND | libc::MS_REC,
             std::ptr::null(),
         ))?;
-        check(libc::chroot(paths.root.as_ptr()))?;
-        check(libc::chdir(c"/".as_ptr()))?;
         wait_and_exit_in_parent()?;
         // The command itself.
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+        check(libc::chroot(paths.root.as_ptr()))?;
+        check(libc::chdir(c"/".as_ptr()))?;
     }
     Ok(())
 }

@@ -82,6 +82,9 @@ pub struct Deb {
     pub data_compression: Compression,
     data_offset: u64,
     data_size: u64,
+    /// Where its data archive is kept decompressed for later builds (see
+    /// `data_cache.rs`).
+    pub(crate) data_cache: Option<PathBuf>,
 }
 
 impl Deb {
@@ -251,6 +254,7 @@ pub fn read_deb(path: &Path) -> Result<Deb, Error> {
         data_compression,
         data_offset: data_member.offset,
         data_size: data_member.size,
+        data_cache: None,
     })
 }
 

@@ -45,6 +45,7 @@
 pub mod ar;
 pub mod chroot;
 pub mod control;
+mod data_cache;
 mod database;
 mod deb;
 mod error;
@@ -72,6 +73,11 @@ pub struct DebFile {
     pub path: PathBuf,
     /// Whether the package is `Essential: yes` (its `preinst` runs first).
     pub essential: bool,
+    /// A file where the package's data archive is kept decompressed for
+    /// later builds (zstd, with a BLAKE3 trailer checked before use);
+    /// `None` to keep nothing. Unpacking from a sound entry skips the
+    /// `.deb`'s (typically xz) decompression.
+    pub data_cache: Option<PathBuf>,
 }
 
 /// How to assemble a root.
@@ -364,28 +370,12 @@ fn configure(
     // Essential packages first, each group in the given order.
     let mut order: Vec<(&DebFile, &Deb)> = files.iter().zip(packages).collect();
     order.sort_by_key(|(file, deb)| !(file.essential || deb.essential()));
-    for (_, deb) in order {
-        if deb.control_file("preinst").is_none() {
-            continue;
-        }
-        let step = format!("preinst of {}", deb.name());
-        let script = format!("/var/lib/dpkg/info/{}.preinst", deb.info_name());
-        let mut env = vec![
-            ("DPKG_MAINTSCRIPT_PACKAGE", deb.name()),
-            ("DPKG_MAINTSCRIPT_ARCH", deb.architecture()),
-            ("DPKG_MAINTSCRIPT_NAME", "preinst"),
-            ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
-            ("DPKG_ADMINDIR", "/var/lib/dpkg"),
-            ("DPKG_ROOT", ""),
-        ];
-        env.extend(extra_env.iter().map(|(k, v)| (*k, v.as_str())));
-        chroot::run(root, &step, &[&script, "install"], &env, &mut |line| {
-            progress(&Event::ScriptOutput {
-                step: step.clone(),
-                line: line.to_owned(),
-            });
-        })?;
-    }
+    let preinsts: Vec<&Deb> = order
+        .into_iter()
+        .map(|(_, deb)| deb)
+        .filter(|deb| deb.control_file("preinst").is_some())
+        .collect();
+    run_preinsts(root, &preinsts, &extra_env, progress)?;
     report
         .timings
         .push(("preinst".to_owned(), started.elapsed()));
@@ -410,6 +400,80 @@ fn configure(
         .timings
         .push(("configure".to_owned(), started.elapsed()));
     Ok(())
+}
+
+/// The line the preinst batch prints before each script.
+const PREINST_MARKER: &str = "kiln-dpkg: preinst of ";
+
+/// Runs the `preinst install` of each of `debs`, in order, as dpkg would
+/// (its `DPKG_*` variables set), stopping at the first that fails.
+///
+/// They run from one shell in one isolated runner instead of one runner
+/// each: entering the namespaces and mounting `/proc`, `/sys` and `/dev`
+/// is most of the cost of a typical preinst. Output lines are reported
+/// under the script that printed them; a failure names its package.
+fn run_preinsts(
+    root: &Path,
+    debs: &[&Deb],
+    extra_env: &[(&'static str, String)],
+    progress: &(dyn Fn(&Event) + Sync),
+) -> Result<(), Error> {
+    if debs.is_empty() {
+        return Ok(());
+    }
+    // Package names, architectures and info names are [a-z0-9+.:-]: no
+    // quoting is needed, single quotes are belt and braces.
+    let mut script = String::from("set -e\n");
+    for deb in debs {
+        script.push_str(&format!(
+            "echo '{PREINST_MARKER}{name}'\nDPKG_MAINTSCRIPT_PACKAGE='{name}' DPKG_MAINTSCRIPT_ARCH='{arch}' '/var/lib/dpkg/info/{info}.preinst' install\n",
+            name = deb.name(),
+            arch = deb.architecture(),
+            info = deb.info_name(),
+        ));
+    }
+    let mut env = vec![
+        ("DPKG_MAINTSCRIPT_NAME", "preinst"),
+        ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
+        ("DPKG_ADMINDIR", "/var/lib/dpkg"),
+        ("DPKG_ROOT", ""),
+    ];
+    env.extend(extra_env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut current = String::new();
+    let mut own_lines: Vec<String> = Vec::new();
+    let result = chroot::run(
+        root,
+        "preinst",
+        &["/bin/sh", "-c", &script],
+        &env,
+        &mut |line| {
+            if let Some(name) = line.strip_prefix(PREINST_MARKER) {
+                current = format!("preinst of {name}");
+                own_lines.clear();
+            } else {
+                own_lines.push(line.to_owned());
+                progress(&Event::ScriptOutput {
+                    step: current.clone(),
+                    line: line.to_owned(),
+                });
+            }
+        },
+    );
+    match result {
+        Err(Error::Script {
+            root, status, code, ..
+        }) => {
+            let skip = own_lines.len().saturating_sub(chroot::TAIL);
+            Err(Error::Script {
+                step: current,
+                root,
+                status,
+                code,
+                output: own_lines.split_off(skip),
+            })
+        }
+        other => other,
+    }
 }
 
 fn require_root(root: &Path) -> Result<(), Error> {
@@ -543,7 +607,8 @@ fn read_all(debs: &[DebFile], jobs: usize) -> Result<Vec<Deb>, Error> {
     let order: Vec<usize> = (0..debs.len()).collect();
     parallel(&order, jobs, |i| {
         let file = &debs[i];
-        let deb = read_deb(&file.path)?;
+        let mut deb = read_deb(&file.path)?;
+        deb.data_cache.clone_from(&file.data_cache);
         if deb.name() != file.name {
             return Err(Error::InvalidDeb {
                 path: file.path.clone(),

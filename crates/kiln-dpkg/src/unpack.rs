@@ -184,7 +184,8 @@ pub(crate) fn unpack(root: &Root, deb: &Deb) -> Result<Unpacked, Error> {
         member: deb.data_member.clone(),
         source,
     };
-    let mut archive = tar::Archive::new(deb.data_reader()?);
+    let stream = crate::data_cache::DataStream::open(deb)?;
+    let mut archive = tar::Archive::new(stream);
     let mut parents = Parents { root, last: None };
     let mut out = Unpacked::default();
     let mut buffer = vec![0u8; WRITE_BUFFER];
@@ -390,6 +391,7 @@ pub(crate) fn unpack(root: &Root, deb: &Deb) -> Result<Unpacked, Error> {
             (path, hash)
         })
         .collect();
+    archive.into_inner().finish().map_err(member_error)?;
     Ok(out)
 }
 

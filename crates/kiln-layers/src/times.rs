@@ -21,6 +21,13 @@ pub fn clamp_times(tree: &Path, epoch: i64) -> Result<u64, Error> {
     let mut pending = vec![tree.to_path_buf()];
     while let Some(path) = pending.pop() {
         let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("read", &path, e))?;
+        // Listed before its times are set: reading a directory sets its
+        // access time.
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).map_err(|e| Error::io("read", &path, e))? {
+                pending.push(entry.map_err(|e| Error::io("read", &path, e))?.path());
+            }
+        }
         let clamp = |secs: i64| Timespec {
             tv_sec: epoch,
             tv_nsec: if secs > epoch { 0 } else { UTIME_OMIT },
@@ -33,11 +40,6 @@ pub fn clamp_times(tree: &Path, epoch: i64) -> Result<u64, Error> {
             rustix::fs::utimensat(CWD, &path, &times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| Error::io("set the times of", &path, e.into()))?;
             changed += 1;
-        }
-        if meta.is_dir() {
-            for entry in fs::read_dir(&path).map_err(|e| Error::io("read", &path, e))? {
-                pending.push(entry.map_err(|e| Error::io("read", &path, e))?.path());
-            }
         }
     }
     Ok(changed)

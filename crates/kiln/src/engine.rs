@@ -659,10 +659,20 @@ fn install_packages(
         .map_err(|e| chain(&e))?;
     let debs: Vec<kiln_dpkg::DebFile> = fetched
         .iter()
-        .map(|c| kiln_dpkg::DebFile {
-            name: c.name.clone(),
-            path: c.path.clone(),
-            essential: subset.get(&c.name).is_some_and(|p| p.essential),
+        .map(|c| {
+            let package = subset.get(&c.name);
+            kiln_dpkg::DebFile {
+                name: c.name.clone(),
+                path: c.path.clone(),
+                essential: package.is_some_and(|p| p.essential),
+                // Beside the verified .debs, under the same SHA256.
+                data_cache: package.map(|p| {
+                    ctx.settings
+                        .cache_dir
+                        .join("unpacked")
+                        .join(format!("{}.tar.zst", p.sha256))
+                }),
+            }
         })
         .collect();
     if ctx.settings.epoch.is_none() {

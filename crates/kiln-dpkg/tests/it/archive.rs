@@ -7,6 +7,8 @@ use std::io::Write;
 pub enum Entry<'a> {
     Dir(&'a str),
     File(&'a str, &'a [u8]),
+    /// A file with mode 0755 (maintainer scripts).
+    Exec(&'a str, &'a [u8]),
     Symlink(&'a str, &'a str),
     HardLink(&'a str, &'a str),
 }
@@ -36,8 +38,13 @@ fn tar_gz(entries: &[Entry<'_>]) -> Vec<u8> {
                 h.set_cksum();
                 builder.append(&h, std::io::empty()).unwrap();
             }
-            Entry::File(path, data) => {
-                let mut h = header(path, tar::EntryType::Regular, 0o644, data.len() as u64);
+            Entry::File(path, data) | Entry::Exec(path, data) => {
+                let mode = if matches!(entry, Entry::Exec(..)) {
+                    0o755
+                } else {
+                    0o644
+                };
+                let mut h = header(path, tar::EntryType::Regular, mode, data.len() as u64);
                 h.set_cksum();
                 builder.append(&h, *data).unwrap();
             }
@@ -70,10 +77,12 @@ pub fn deb(name: &str, control: &[(&str, &str)], data: &[Entry<'_>]) -> Vec<u8> 
         Entry::File("./control", stanza.as_bytes()),
     ];
     for (file, content) in control {
-        control_entries.push(Entry::File(
-            Box::leak(format!("./{file}").into_boxed_str()),
-            content.as_bytes(),
-        ));
+        let path = Box::leak(format!("./{file}").into_boxed_str());
+        control_entries.push(if content.starts_with("#!") {
+            Entry::Exec(path, content.as_bytes())
+        } else {
+            Entry::File(path, content.as_bytes())
+        });
     }
     let control_tar = tar_gz(&control_entries);
     let data_tar = tar_gz(data);
@@ -94,6 +103,7 @@ pub fn write_deb(dir: &std::path::Path, name: &str, bytes: &[u8]) -> kiln_dpkg::
         name: name.to_owned(),
         path,
         essential: false,
+        data_cache: None,
     }
 }
 

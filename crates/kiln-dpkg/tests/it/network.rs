@@ -100,6 +100,9 @@ fn download(names: &[String], status: &Path) -> Vec<DebFile> {
                 essential: essential.contains(name.as_str()),
                 name,
                 path: PathBuf::from(CACHE).join(file),
+                // Kept decompressed: the second bootstrap of these
+                // packages reads them from there.
+                data_cache: Some(PathBuf::from(CACHE).join(format!("unpacked/{file}.tar.zst"))),
             }
         })
         .collect()
@@ -221,6 +224,10 @@ fn bootstrap_minbase() {
             if step == "dpkg --configure -a" && line.starts_with("Setting up dpkg ")
     )));
     assert_healthy(&root, &debs);
+    // Scripts run by kiln see a chroot, as under debootstrap (libc6's
+    // postinst would otherwise restart init and sleep a second).
+    kiln_dpkg::chroot::run(&root, "ischroot", &["/usr/bin/ischroot"], &[], &mut |_| {})
+        .expect("ischroot says this is a chroot");
     // Merged /usr as Debian 12 has it.
     assert_eq!(
         fs::read_link(root.join("bin")).unwrap(),
@@ -266,4 +273,57 @@ fn install_openssh_server_on_minbase() {
     let again = kiln_dpkg::install(&root, &extra, &AssembleOptions::default(), &|_| {}).unwrap();
     assert_eq!(again.packages, 0);
     assert_healthy(&root, &all);
+
+    // preinsts run in order with dpkg's variables and SOURCE_DATE_EPOCH;
+    // output is reported per script and a failure names its package.
+    let crafted = [
+        (
+            "kiln-test-good",
+            "#!/bin/sh\necho \"good $DPKG_MAINTSCRIPT_PACKAGE $DPKG_MAINTSCRIPT_NAME $1 $SOURCE_DATE_EPOCH\"\n",
+        ),
+        ("kiln-test-bad", "#!/bin/sh\necho boom\nexit 3\n"),
+        ("kiln-test-never", "#!/bin/sh\necho never\n"),
+    ];
+    let debs: Vec<DebFile> = crafted
+        .iter()
+        .map(|(name, preinst)| {
+            crate::archive::write_deb(
+                dir.path(),
+                name,
+                &crate::archive::deb(name, &[("preinst", preinst)], &[]),
+            )
+        })
+        .collect();
+    let events = Mutex::new(Vec::new());
+    let opts = AssembleOptions {
+        source_date_epoch: Some(1_700_000_000),
+        ..AssembleOptions::default()
+    };
+    let result = kiln_dpkg::install(&root, &debs, &opts, &|event| {
+        events.lock().unwrap().push(event.clone());
+    });
+    let events = events.into_inner().unwrap();
+    assert!(
+        events.contains(&Event::ScriptOutput {
+            step: "preinst of kiln-test-good".to_owned(),
+            line: "good kiln-test-good preinst install 1700000000".to_owned(),
+        }),
+        "{events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ScriptOutput { line, .. } if line == "never")),
+        "nothing runs after a failing preinst: {events:#?}"
+    );
+    match result {
+        Err(kiln_dpkg::Error::Script {
+            step, code, output, ..
+        }) => {
+            assert_eq!(step, "preinst of kiln-test-bad");
+            assert_eq!(code, 3);
+            assert_eq!(output, ["boom"]);
+        }
+        other => panic!("expected the bad preinst to fail: {other:?}"),
+    }
 }
