@@ -117,11 +117,23 @@ impl OutputFormat {
             LEVEL,
             OptionSpec::new("block_size", Size),
         ];
-        const DISK: &[OptionSpec] = &[SIZE, HEADROOM, LABEL, FIRMWARE];
+        const DISK: &[OptionSpec] = &[
+            SIZE,
+            HEADROOM,
+            LABEL,
+            FIRMWARE,
+            OptionSpec::new("esp_size", Size),
+            OptionSpec::new("cmdline", Text),
+        ];
         const LEVEL_ONLY: &[OptionSpec] = &[LEVEL];
         const EXT4: &[OptionSpec] = &[SIZE, HEADROOM, LABEL];
-        const OCI: &[OptionSpec] = &[OptionSpec::new("tag", Text)];
-        const FLIST: &[OptionSpec] = &[OptionSpec::new("store", Text)];
+        const OCI: &[OptionSpec] = &[
+            OptionSpec::new("tag", Text),
+            OptionSpec::new("compression", OneOf(&["gzip", "zstd"])),
+            LEVEL,
+        ];
+        const FLIST: &[OptionSpec] =
+            &[OptionSpec::new("store", Text), OptionSpec::new("url", Text)];
         match self {
             Self::Dir | Self::Tar => &[],
             Self::TarGz
@@ -243,7 +255,10 @@ pub(crate) fn check_outputs(v: &Value, diags: &mut Diagnostics) {
                 let compression = t
                     .get("compression")
                     .and_then(|e| e.value.as_str())
-                    .unwrap_or("zstd");
+                    .unwrap_or(match format {
+                        OutputFormat::Oci | OutputFormat::OciTar => "gzip",
+                        _ => "zstd",
+                    });
                 for (key, entry) in t {
                     let (key, _) = split_replace(key);
                     if key == "format" {
@@ -287,6 +302,11 @@ pub fn level_range(format: OutputFormat, compression: &str) -> Option<(i64, i64)
         OutputFormat::TarGz | OutputFormat::CpioGz | OutputFormat::OverlayCpioGz => Some((1, 9)),
         OutputFormat::TarZst | OutputFormat::CpioZst => Some((1, 22)),
         OutputFormat::TarXz => Some((0, 9)),
+        OutputFormat::Oci | OutputFormat::OciTar => match compression {
+            "gzip" => Some((1, 9)),
+            "zstd" => Some((1, 22)),
+            _ => None,
+        },
         OutputFormat::Squashfs | OutputFormat::OverlaySquashfs => match compression {
             "zstd" => Some((1, 22)),
             "gzip" => Some((1, 9)),

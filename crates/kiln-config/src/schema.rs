@@ -95,6 +95,14 @@ const CLEANUP_FIELDS: &[Field] = &[
     f("ssh_host_keys", Shape::Bool),
 ];
 
+const CONTAINER_FIELDS: &[Field] = &[
+    f("entrypoint", Shape::StringList),
+    f("cmd", Shape::StringList),
+    f("env", Shape::StringMap { env_names: true }),
+    f("workdir", Shape::String),
+    f("user", Shape::String),
+];
+
 /// The fields an image configuration has, in documentation order.
 pub(crate) const IMAGE_FIELDS: &[Field] = &[
     f("from", Shape::String),
@@ -120,6 +128,7 @@ pub(crate) const IMAGE_FIELDS: &[Field] = &[
     f("cleanup", Shape::Table(CLEANUP_FIELDS)),
     f("outputs", Shape::Outputs),
     f("kernel", Shape::Bool),
+    f("container", Shape::Table(CONTAINER_FIELDS)),
     f("labels", Shape::StringMap { env_names: false }),
     f("exclude", Shape::StringList),
 ];

@@ -129,6 +129,21 @@ pub struct Services {
     pub disable: Vec<String>,
 }
 
+/// `container`: how an OCI image of the variant runs.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Container {
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env`, besides a default `PATH`.
+    pub env: BTreeMap<String, String>,
+    /// `WorkingDir`.
+    pub workdir: Option<String>,
+    /// `User`.
+    pub user: Option<String>,
+}
+
 /// What a `run` step executes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunBody {
@@ -239,6 +254,8 @@ pub struct ImageSettings {
     pub outputs: Vec<OutputSpec>,
     /// Install a kernel and write it out.
     pub kernel: bool,
+    /// How an OCI image of it runs.
+    pub container: Container,
     /// Image labels.
     pub labels: BTreeMap<String, String>,
 }
@@ -391,6 +408,23 @@ pub fn read_settings(
             .get("kernel")
             .and_then(|e| e.value.as_bool())
             .unwrap_or(false),
+        container: t
+            .get("container")
+            .and_then(|e| e.value.as_table())
+            .map(|c| Container {
+                entrypoint: strings(c.get("entrypoint").map(|e| &e.value)),
+                cmd: strings(c.get("cmd").map(|e| &e.value)),
+                env: string_map(c.get("env").map(|e| &e.value)),
+                workdir: c
+                    .get("workdir")
+                    .and_then(|e| e.value.as_str())
+                    .map(str::to_string),
+                user: c
+                    .get("user")
+                    .and_then(|e| e.value.as_str())
+                    .map(str::to_string),
+            })
+            .unwrap_or_default(),
         labels: string_map(t.get("labels").map(|e| &e.value)),
     };
     if let Some(h) = t.get("hostname") {

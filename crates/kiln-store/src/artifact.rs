@@ -12,6 +12,10 @@
 //! arrives by one rename of a staged directory holding the file and its
 //! `meta.json`, so a directory there is complete; it goes with its layer
 //! (`gc`, `--revise`).
+//!
+//! An artifact is a file, or a folder (an OCI image layout): its size is
+//! then the sum of its files' sizes and its SHA-256 that of its listing
+//! (see [`sha256_of`]).
 
 use std::fs;
 use std::io::Read;
@@ -85,7 +89,11 @@ impl Store {
         };
         let path = dir.join(&meta.file);
         let intact = meta.identity == identity
-            && fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == meta.size);
+            && match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => m.len() == meta.size,
+                Ok(m) if m.is_dir() => tree_size(&path).is_ok_and(|size| size == meta.size),
+                _ => false,
+            };
         Ok(intact.then_some(StoredArtifact { path, meta }))
     }
 
@@ -99,7 +107,7 @@ impl Store {
         })
     }
 
-    /// Stores the file `written` (inside a directory from
+    /// Stores the file or folder `written` (inside a directory from
     /// [`Store::artifact_scratch`]) as `layer`'s artifact with `identity`,
     /// under the name `file`; returns it as stored. If another process
     /// stored the same artifact first, that one is kept.
@@ -195,8 +203,26 @@ impl Store {
     }
 }
 
-/// The size and SHA-256 (hex) of a file.
+/// The size and SHA-256 (hex) of a file; of a folder, the sum of its
+/// files' sizes and the SHA-256 of its listing: a line `<path> <size>
+/// <sha256>` per file and `<path>/` per folder, relative paths in byte
+/// order, so the same content gives the same digest wherever it lies.
 pub fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
+    if fs::symlink_metadata(path)?.is_dir() {
+        let mut listing = String::new();
+        let mut size = 0;
+        for (rel, file) in walk(path)? {
+            match file {
+                Some(file) => {
+                    let (len, sha) = sha256_of(&file)?;
+                    size += len;
+                    listing.push_str(&format!("{rel} {len} {sha}\n"));
+                }
+                None => listing.push_str(&format!("{rel}/\n")),
+            }
+        }
+        return Ok((size, hex(&sha2::Sha256::digest(listing.as_bytes()))));
+    }
     let mut f = fs::File::open(path)?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -209,11 +235,54 @@ pub fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    let digest = hasher.finalize();
-    let hex = digest.iter().fold(String::with_capacity(64), |mut s, b| {
+    Ok((size, hex(&hasher.finalize())))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().fold(String::with_capacity(64), |mut s, b| {
         use std::fmt::Write as _;
         let _ = write!(s, "{b:02x}");
         s
-    });
-    Ok((size, hex))
+    })
+}
+
+/// The entries below the folder `root`, sorted by relative path: each
+/// with its path on the host when it is a file, `None` for a folder.
+/// Anything else (a link) is an error: artifacts hold files and folders.
+fn walk(root: &Path) -> std::io::Result<Vec<(String, Option<PathBuf>)>> {
+    let mut out = Vec::new();
+    let mut pending = vec![(String::new(), root.to_path_buf())];
+    while let Some((rel, dir)) = pending.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                out.push((child.clone(), None));
+                pending.push((child, entry.path()));
+            } else if kind.is_file() {
+                out.push((child, Some(entry.path())));
+            } else {
+                return Err(std::io::Error::other(format!(
+                    "`{}` is neither a file nor a folder",
+                    entry.path().display()
+                )));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The sum of the sizes of the files below the folder `root`.
+fn tree_size(root: &Path) -> std::io::Result<u64> {
+    walk(root)?
+        .iter()
+        .filter_map(|(_, file)| file.as_ref())
+        .try_fold(0, |sum, file| Ok(sum + fs::metadata(file)?.len()))
 }

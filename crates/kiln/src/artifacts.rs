@@ -6,8 +6,10 @@ use std::fs;
 use std::path::Path;
 
 use kiln_config::OutputFormat;
-use kiln_config::settings::{OptionValue, OutputSpec};
-use kiln_formats::{Compression, Ext4Options, Spec, SquashfsCompression, SquashfsOptions};
+use kiln_config::settings::{ImageSettings, OptionValue, OutputSpec};
+use kiln_formats::{
+    Compression, Ext4Options, FlistOptions, OciOptions, Spec, SquashfsCompression, SquashfsOptions,
+};
 use kiln_layers::LayerStack;
 use kiln_plan::Variant;
 use kiln_store::{InputKey, Store};
@@ -18,13 +20,18 @@ use crate::manifest::{self, ArtifactEntry, VariantEntry};
 pub struct Job<'a> {
     pub variant: &'a Variant,
     pub stack: &'a LayerStack,
+    /// The store key of each layer of `stack`, bottom first.
+    pub layer_keys: Vec<[u8; 32]>,
     pub key: InputKey,
     pub epoch: i64,
     pub threads: usize,
     pub store: &'a Store,
     pub out_dir: &'a Path,
-    /// Where squashfs keeps compressed blocks for reuse.
+    /// Where squashfs keeps compressed blocks and OCI finished layer
+    /// blobs for reuse.
     pub blocks_dir: &'a Path,
+    /// The tree's root: relative paths in output options start there.
+    pub tree_root: &'a Path,
     /// The variant's entry in the previous manifest (for revisions).
     pub previous: Option<&'a VariantEntry>,
 }
@@ -35,9 +42,44 @@ pub struct OutputError {
     pub config: bool,
 }
 
+/// Whether this kiln writes `format` (`dir` is exported, not written).
+pub fn is_written(format: OutputFormat) -> bool {
+    !matches!(
+        format,
+        OutputFormat::Raw | OutputFormat::Qcow2 | OutputFormat::Vhd | OutputFormat::Vmdk
+    )
+}
+
+/// What an output's spec is made from besides its options.
+pub struct SpecContext<'a> {
+    /// The variant's settings (architecture, `container`, labels).
+    pub settings: &'a ImageSettings,
+    /// The variant's name (the default OCI tag).
+    pub variant: &'a str,
+    /// The tree's root: relative paths in options start there.
+    pub tree_root: &'a Path,
+    /// The output folder (the default flist block store is in it).
+    pub out_dir: &'a Path,
+}
+
+/// The OCI name of a Debian architecture, and its variant.
+fn oci_architecture(debian: &str) -> (String, Option<String>) {
+    let (arch, variant) = match debian {
+        "amd64" => ("amd64", None),
+        "arm64" => ("arm64", Some("v8")),
+        "armhf" => ("arm", Some("v7")),
+        "armel" => ("arm", Some("v5")),
+        "i386" => ("386", None),
+        "ppc64el" => ("ppc64le", None),
+        "mips64el" => ("mips64le", None),
+        other => (other, None),
+    };
+    (arch.to_owned(), variant.map(str::to_owned))
+}
+
 /// The writer spec of an output, `Ok(None)` for `dir` (exported
 /// separately) and the formats this kiln does not write yet.
-pub fn spec_of(output: &OutputSpec) -> Result<Option<Spec>, String> {
+pub fn spec_of(output: &OutputSpec, cx: &SpecContext<'_>) -> Result<Option<Spec>, String> {
     let int = |name: &str| -> Result<Option<i64>, String> {
         match output.options.get(name) {
             None => Ok(None),
@@ -133,15 +175,72 @@ pub fn spec_of(output: &OutputSpec) -> Result<Option<Spec>, String> {
             headroom: size("headroom")?,
             label: text("label"),
         }),
+        OutputFormat::Oci | OutputFormat::OciTar => {
+            let options = oci_options(cx, text("tag"), text("compression").as_deref(), level)?;
+            if output.format == OutputFormat::Oci {
+                Spec::Oci(options)
+            } else {
+                Spec::OciTar(options)
+            }
+        }
+        OutputFormat::Flist => {
+            let store = text("store")
+                .map_or_else(|| cx.out_dir.join("flist-store"), |s| cx.tree_root.join(s));
+            Spec::Flist(FlistOptions {
+                store_dir: store,
+                store_url: text("url"),
+                tags: cx
+                    .settings
+                    .description
+                    .iter()
+                    .map(|d| ("description".to_owned(), d.clone()))
+                    .collect(),
+            })
+        }
         OutputFormat::Dir
         | OutputFormat::Raw
         | OutputFormat::Qcow2
         | OutputFormat::Vhd
-        | OutputFormat::Vmdk
-        | OutputFormat::Oci
-        | OutputFormat::OciTar
-        | OutputFormat::Flist => return Ok(None),
+        | OutputFormat::Vmdk => return Ok(None),
     }))
+}
+
+/// The OCI image options of a variant: its `container` table, labels and
+/// architecture; the tag (default: the variant's name) and compression
+/// from the output's options.
+fn oci_options(
+    cx: &SpecContext<'_>,
+    tag: Option<String>,
+    compression: Option<&str>,
+    level: Option<i64>,
+) -> Result<OciOptions, String> {
+    let level = |default: i64| level.unwrap_or(default);
+    let compression = match compression {
+        None | Some("gzip") => Compression::Gzip {
+            level: u32::try_from(level(6)).map_err(|_| "option `level` must not be negative")?,
+        },
+        Some("zstd") => Compression::Zstd {
+            level: i32::try_from(level(3)).map_err(|_| "option `level` is too large")?,
+        },
+        Some(other) => return Err(format!("unknown OCI layer compression `{other}`")),
+    };
+    let (architecture, variant) = oci_architecture(&cx.settings.arch);
+    let c = &cx.settings.container;
+    let options = OciOptions {
+        architecture,
+        variant,
+        entrypoint: c.entrypoint.clone(),
+        cmd: c.cmd.clone(),
+        env: c.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        working_dir: c.workdir.clone(),
+        user: c.user.clone(),
+        labels: cx.settings.labels.clone(),
+        ref_name: Some(tag.unwrap_or_else(|| cx.variant.to_owned())),
+        compression,
+        ..OciOptions::default()
+    };
+    options.validate()?;
+    Ok(options)
 }
 
 /// Writes (or reuses from the store) every artifact of the job's variant
@@ -153,8 +252,14 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
         config: false,
     };
     let mut entries = Vec::new();
+    let cx = SpecContext {
+        settings: &v.settings,
+        variant: &v.name,
+        tree_root: job.tree_root,
+        out_dir: job.out_dir,
+    };
     for output in &v.settings.outputs {
-        let spec = spec_of(output).map_err(|text| OutputError {
+        let spec = spec_of(output, &cx).map_err(|text| OutputError {
             text: format!("output `{}` of `{}`: {text}", output.format.name(), v.name),
             config: true,
         })?;
@@ -171,8 +276,9 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
             .map_err(|e| build(crate::build::chain(&e)))?
             .filter(|stored| {
                 let revision = manifest::revision(job.previous, ext, &stored.meta.sha256);
-                same_copy(&stored.path, &dir.join(name_of(revision)))
-                    || job.store.artifact_intact(stored)
+                (same_copy(&stored.path, &dir.join(name_of(revision)))
+                    || job.store.artifact_intact(stored))
+                    && blocks_present(&spec, &stored.path)
             });
         let stored = match found {
             Some(stored) => stored,
@@ -186,7 +292,7 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
                 let written = scratch.join(&file);
                 let input = kiln_formats::Input {
                     stack: job.stack,
-                    layer_ids: &[],
+                    layer_ids: &job.layer_keys,
                     epoch: job.epoch,
                     threads: job.threads,
                     cache_dir: Some(job.blocks_dir),
@@ -227,37 +333,111 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
     Ok(entries)
 }
 
-/// Copies `from` to `to` through a temporary file and a rename
-/// (`copy_file_range`: a reflink where the file system can), and gives the
-/// copy `from`'s mtime. A `to` that already has `from`'s size and mtime is
-/// taken as the same copy, as rsync's quick check does: a cached build
-/// does not copy gigabytes again.
+/// Whether everything an artifact refers to outside itself is there: the
+/// blocks of a flist in its store (which may have been cleaned since the
+/// flist was stored). Other formats are self-contained.
+fn blocks_present(spec: &Spec, artifact: &Path) -> bool {
+    let Spec::Flist(options) = spec else {
+        return true;
+    };
+    let Ok(flist) = kiln_formats::flist::Flist::open(artifact) else {
+        return false;
+    };
+    let Ok(entries) = flist.entries() else {
+        return false;
+    };
+    entries.iter().all(|entry| {
+        flist.blocks(entry.ino).is_ok_and(|blocks| {
+            blocks
+                .iter()
+                .all(|b| kiln_formats::flist::block_path(&options.store_dir, &b.id).is_file())
+        })
+    })
+}
+
+/// Copies the file or folder `from` to `to` through a temporary name and a
+/// rename (`copy_file_range`: a reflink where the file system can), giving
+/// the copy `from`'s mtime. A `to` that already matches `from` in size and
+/// mtime (for a folder: every file's) is taken as the same copy, as
+/// rsync's quick check does: a cached build does not copy gigabytes again.
 fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
     if same_copy(from, to) {
         return Ok(());
     }
-    let source = fs::metadata(from)?;
     let dir = to.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = to
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let temp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = fs::copy(from, &temp)
-        .and_then(|_| fs::File::options().write(true).open(&temp))
-        .and_then(|f| f.set_modified(source.modified()?))
-        .and_then(|()| fs::rename(&temp, to));
+    let _ = remove_any(&temp);
+    let result = copy_with_times(from, &temp).and_then(|()| {
+        if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
+            // A folder cannot be renamed over another: the old copy goes
+            // aside first, for the moment between two renames.
+            let old = dir.join(format!(".{name}.old-{}", std::process::id()));
+            fs::rename(to, &old)?;
+            fs::rename(&temp, to)?;
+            remove_any(&old)
+        } else {
+            fs::rename(&temp, to)
+        }
+    });
     if result.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = remove_any(&temp);
     }
     result
 }
 
-/// Whether `to` is a copy of `from` by size and mtime.
+/// Copies a file, or a folder of files, keeping each one's mtime.
+fn copy_with_times(from: &Path, to: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(from)?;
+    if meta.is_dir() {
+        fs::create_dir(to)?;
+        let mut entries: Vec<_> = fs::read_dir(from)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(fs::DirEntry::file_name);
+        for entry in entries {
+            copy_with_times(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else {
+        fs::copy(from, to)?;
+    }
+    let copy = fs::File::open(to)?;
+    copy.set_modified(meta.modified()?)
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `to` is a copy of `from` by size and mtime (of every file,
+/// for a folder).
 fn same_copy(from: &Path, to: &Path) -> bool {
-    match (fs::metadata(from), fs::symlink_metadata(to)) {
-        (Ok(a), Ok(b)) => {
-            b.is_file() && a.len() == b.len() && a.modified().ok() == b.modified().ok()
+    match (fs::symlink_metadata(from), fs::symlink_metadata(to)) {
+        (Ok(a), Ok(b)) if a.is_file() && b.is_file() => {
+            a.len() == b.len() && a.modified().ok() == b.modified().ok()
+        }
+        (Ok(a), Ok(b)) if a.is_dir() && b.is_dir() => {
+            let list = |dir: &Path| -> Option<Vec<_>> {
+                let mut names: Vec<_> = fs::read_dir(dir)
+                    .ok()?
+                    .map(|e| e.map(|e| e.file_name()))
+                    .collect::<Result<_, _>>()
+                    .ok()?;
+                names.sort();
+                Some(names)
+            };
+            match (list(from), list(to)) {
+                (Some(x), Some(y)) if x == y => {
+                    x.iter().all(|n| same_copy(&from.join(n), &to.join(n)))
+                }
+                _ => false,
+            }
         }
         _ => false,
     }
@@ -278,7 +458,7 @@ fn remove_other_revisions(dir: &Path, variant: &str, ext: &str, keep: &str) {
             .and_then(|r| r.strip_suffix('.'))
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         if is_revision && name != keep {
-            let _ = fs::remove_file(entry.path());
+            let _ = remove_any(&entry.path());
         }
     }
 }

@@ -123,6 +123,51 @@ pub enum Command {
     ///   kiln inspect base-bookworm mytree --json
     #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     Inspect(InspectArgs),
+
+    /// Read a `ThreeFold` flist back: list it, or print a file of it.
+    ///
+    /// Blocks are read from a directory store (`--store`, else the first
+    /// `dir://` route the flist records), each checked against its id and
+    /// key before it is decrypted.
+    ///
+    /// Examples:
+    ///   kiln flist ls out/vm/vm-r0.flist
+    ///   kiln flist cat out/vm/vm-r0.flist /etc/os-release
+    ///   kiln flist cat vm-r0.flist /usr/bin/busybox --store out/flist-store > busybox
+    #[command(subcommand, after_help = EXIT_CODES, verbatim_doc_comment)]
+    Flist(FlistCommand),
+}
+
+/// `kiln flist`.
+#[derive(Debug, Subcommand)]
+pub enum FlistCommand {
+    /// List every entry: mode, owner, size, date, path (and link target).
+    Ls(FlistLsArgs),
+    /// Write one regular file's content to stdout.
+    Cat(FlistCatArgs),
+}
+
+/// `kiln flist ls`.
+#[derive(Debug, Args)]
+pub struct FlistLsArgs {
+    /// The flist file.
+    pub flist: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiln flist cat`.
+#[derive(Debug, Args)]
+pub struct FlistCatArgs {
+    /// The flist file.
+    pub flist: PathBuf,
+    /// The file's path in the flist (`/etc/os-release`).
+    pub path: String,
+    /// The directory store holding the blocks (default: the flist's own
+    /// `dir://` route).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
 }
 
 /// Which variants to act on.

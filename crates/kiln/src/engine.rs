@@ -302,7 +302,7 @@ fn summarize(
         .iter()
         .flat_map(|v| v.settings.outputs.iter())
         .filter(|o| o.format != kiln_config::OutputFormat::Dir)
-        .filter(|o| matches!(crate::artifacts::spec_of(o), Ok(None)))
+        .filter(|o| !crate::artifacts::is_written(o.format))
         .map(|o| o.format.name())
         .collect();
     if !pending.is_empty() {
@@ -862,9 +862,15 @@ fn outputs(ctx: &Ctx<'_>, id: usize) -> Result<(), StepError> {
     let (_in_use, stack) = stack_of(ctx, &ids)?;
     let epoch = epoch_of(ctx, id);
     let previous = ctx.previous.variant(&v.name);
+    let layer_keys = ids
+        .iter()
+        .map(|&a| ctx.keys.lock().expect("not poisoned")[a].expect("built").0)
+        .collect();
     let job = crate::artifacts::Job {
         variant: v,
         stack: &stack,
+        layer_keys,
+        tree_root: &ctx.tree.root,
         key,
         epoch,
         threads: ctx.threads,

@@ -7,6 +7,7 @@ mod artifacts;
 mod build;
 mod cli;
 mod engine;
+mod flist_cmd;
 mod init;
 mod inspect;
 mod keys;
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
         cli::Command::Store(cmd) => store_cmd::run(cmd, style),
         cli::Command::Init(args) => init::run(args),
         cli::Command::Inspect(args) => inspect::run(args, style),
+        cli::Command::Flist(cmd) => flist_cmd::run(cmd),
     };
     match result {
         Ok(text) => {

@@ -65,6 +65,7 @@ fn settings() -> ImageSettings {
         },
         outputs: Vec::new(),
         kernel: false,
+        container: kiln_config::settings::Container::default(),
         labels: BTreeMap::new(),
     }
 }

@@ -61,3 +61,38 @@ fn an_artifact_is_stored_found_and_checked() {
     store.remove(&lock).unwrap();
     assert!(store.artifacts(&key(1)).unwrap().is_empty());
 }
+
+#[test]
+fn a_folder_artifact_is_stored_by_its_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    build(&store, key(1), "base", None, &[("etc/a", 10)]);
+    let layout = |at: &std::path::Path| {
+        fs::create_dir_all(at.join("blobs/sha256")).unwrap();
+        fs::write(at.join("oci-layout"), b"{}").unwrap();
+        fs::write(at.join("blobs/sha256/aa"), b"blob").unwrap();
+        fs::create_dir(at.join("empty")).unwrap();
+    };
+    let scratch = store.artifact_scratch().unwrap();
+    layout(&scratch.join("base.oci"));
+    let stored = store
+        .put_artifact(&key(1), "oci v1", "base.oci", &scratch.join("base.oci"))
+        .unwrap();
+    assert!(stored.path.is_dir());
+    assert_eq!(stored.meta.size, 6);
+    // The same content elsewhere has the same digest.
+    let other = tempfile::tempdir().unwrap();
+    layout(&other.path().join("x"));
+    let (size, sha) = kiln_store::sha256_of(&other.path().join("x")).unwrap();
+    assert_eq!((size, sha.as_str()), (6, stored.meta.sha256.as_str()));
+    assert!(store.artifact_intact(&stored));
+    assert!(store.verify().unwrap().is_empty());
+    // One changed byte, one added file: not intact, not found.
+    fs::write(stored.path.join("blobs/sha256/aa"), b"BLOB").unwrap();
+    assert!(!store.artifact_intact(&stored));
+    fs::write(stored.path.join("extra"), b"x").unwrap();
+    assert!(store.artifact(&key(1), "oci v1").unwrap().is_none());
+    // A symbolic link makes no artifact.
+    std::os::unix::fs::symlink("/etc", other.path().join("x/link")).unwrap();
+    assert!(kiln_store::sha256_of(&other.path().join("x")).is_err());
+}

@@ -372,10 +372,16 @@ fn two_clean_builds_of_the_example_give_identical_artifacts() {
         return;
     }
     let mut digests = Vec::new();
+    let mut lock: Option<String> = None;
     for _ in 0..2 {
         // A fresh copy of the tree and an empty cache each time: nothing
-        // is shared but the archive.
+        // is shared but the archive, and the tree's kiln.lock, which a
+        // tree in git carries (the archive moves on between two builds:
+        // the lock is what makes them the same inputs).
         let tree = example_copy();
+        if let Some(text) = &lock {
+            fs::write(tree.path().join("kiln.lock"), text).expect("kiln.lock");
+        }
         let cache = tree.path().join("cache");
         let run = kiln(
             tree.path(),
@@ -410,6 +416,159 @@ fn two_clean_builds_of_the_example_give_identical_artifacts() {
         found.sort();
         assert!(found.len() >= 4, "{found:?}");
         digests.push(found);
+        lock = Some(fs::read_to_string(tree.path().join("kiln.lock")).expect("kiln.lock"));
     }
     assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn oci_layouts_and_flists_of_a_child_share_their_base() {
+    if skip_end_to_end() {
+        return;
+    }
+    let t = TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "base/image.toml",
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\noutputs = [\"oci\", { format = \"flist\", url = \"http://hub.example/store\" }]\n",
+        ),
+        (
+            "app/image.toml",
+            "from = \"base\"\npackages = [\"busybox\"]\nfiles = [{ path = \"/etc/app.conf\", content = \"one\\n\" }]\n\
+             labels = { \"org.example.role\" = \"app\" }\n\
+             container = { entrypoint = [\"/bin/busybox\"], cmd = [\"sh\"], env = { APP = \"1\" }, workdir = \"/srv\", user = \"0:0\" }\n\
+             outputs = [\"oci\", { format = \"oci.tar\", tag = \"v1\" }, { format = \"flist\", url = \"http://hub.example/store\" }]\n",
+        ),
+    ]);
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let out = t.path().join("out");
+    let m = manifest(&t);
+    // skopeo reads both layouts; the child's config is the image's.
+    let inspect = |what: &str, config: bool| -> serde_json::Value {
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("inspect");
+        if config {
+            cmd.arg("--config");
+        }
+        let o = cmd.arg(what).output().expect("skopeo");
+        assert!(o.status.success(), "skopeo inspect {what}: {o:?}");
+        serde_json::from_slice(&o.stdout).expect("JSON")
+    };
+    let base_oci = out.join(artifact(&m, "base", "oci")["path"].as_str().expect("path"));
+    let app_oci = out.join(artifact(&m, "app", "oci")["path"].as_str().expect("path"));
+    assert!(app_oci.join("index.json").is_file());
+    let base = inspect(&format!("oci:{}", base_oci.display()), false);
+    let app = inspect(&format!("oci:{}", app_oci.display()), false);
+    let layers = |v: &serde_json::Value| -> Vec<String> {
+        v["Layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l.as_str().expect("digest").to_owned())
+            .collect()
+    };
+    assert_eq!(layers(&base).len(), 1);
+    assert_eq!(layers(&app).len(), 2);
+    assert_eq!(
+        layers(&app)[0],
+        layers(&base)[0],
+        "the base layer is shared"
+    );
+    let config = inspect(&format!("oci:{}", app_oci.display()), true);
+    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(config["config"]["Entrypoint"][0], "/bin/busybox");
+    assert_eq!(config["config"]["Cmd"][0], "sh");
+    assert_eq!(config["config"]["WorkingDir"], "/srv");
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .any(|e| e == "APP=1"),
+        "{config}"
+    );
+    assert_eq!(config["config"]["Labels"]["org.example.role"], "app");
+    let archive = out.join(
+        artifact(&m, "app", "oci.tar")["path"]
+            .as_str()
+            .expect("path"),
+    );
+    let tagged = inspect(&format!("oci-archive:{}:v1", archive.display()), false);
+    assert_eq!(layers(&tagged), layers(&app));
+    // The flists read back through kiln, from the store beside them.
+    let app_flist = out.join(artifact(&m, "app", "flist")["path"].as_str().expect("path"));
+    let store = out.join("flist-store");
+    let ls = kiln(
+        t.path(),
+        &["flist", "ls", app_flist.to_str().expect("utf-8")],
+    );
+    assert_eq!(ls.code, 0, "{}", ls.stderr);
+    assert!(ls.stdout.contains(" /usr/bin/busybox\n"), "{}", ls.stdout);
+    let cat = kiln(
+        t.path(),
+        &[
+            "flist",
+            "cat",
+            app_flist.to_str().expect("utf-8"),
+            "/etc/app.conf",
+            "--store",
+            store.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(
+        (cat.code, cat.stdout.as_str()),
+        (0, "one\n"),
+        "{}",
+        cat.stderr
+    );
+    let missing = kiln(
+        t.path(),
+        &["flist", "cat", app_flist.to_str().expect("utf-8"), "/nope"],
+    );
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    // The base's blocks are the child's too: the store holds fewer blocks
+    // than the two flists name.
+    let blocks = |flist: &Path| -> usize {
+        let o = Command::new("sqlite3")
+            .arg(flist)
+            .arg("select count(distinct id) from block")
+            .output()
+            .expect("sqlite3");
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .expect("count")
+    };
+    let base_flist = out.join(
+        artifact(&m, "base", "flist")["path"]
+            .as_str()
+            .expect("path"),
+    );
+    let stored = walkdir_files(&store);
+    assert!(
+        stored < blocks(&base_flist) + blocks(&app_flist),
+        "{stored} blocks stored"
+    );
+    // A store that lost its blocks gets them again on the next build.
+    fs::remove_dir_all(&store).expect("remove the store");
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(walkdir_files(&store), stored);
+}
+
+/// How many files are below `dir`.
+fn walkdir_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in fs::read_dir(&d).expect("read_dir").flatten() {
+            if e.file_type().expect("type").is_dir() {
+                pending.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
 }

@@ -1,0 +1,163 @@
+//! `kiln flist ls|cat`: a `ThreeFold` flist read back through its block
+//! store, with kiln-formats' reader (every block checked against its id
+//! and key before use).
+
+use std::io::Write as _;
+use std::path::Path;
+
+use kiln_formats::flist::{EntryKind, Flist};
+use serde::Serialize;
+
+use crate::cli::{FlistCatArgs, FlistCommand, FlistLsArgs};
+use crate::{Failure, Outcome};
+
+pub fn run(cmd: &FlistCommand) -> Outcome {
+    match cmd {
+        FlistCommand::Ls(args) => ls(args),
+        FlistCommand::Cat(args) => cat(args),
+    }
+}
+
+fn open(path: &Path) -> Result<Flist, Failure> {
+    if !path.is_file() {
+        return Err(Failure::Config(format!(
+            "error: `{}` is not a file\n",
+            path.display()
+        )));
+    }
+    Flist::open(path).map_err(|e| {
+        Failure::Config(format!(
+            "error: `{}` is not a flist: {}\n",
+            path.display(),
+            crate::build::chain(&e)
+        ))
+    })
+}
+
+fn failed(e: &kiln_formats::Error) -> Failure {
+    Failure::Build(format!("error: {}\n", crate::build::chain(e)))
+}
+
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    path: String,
+    kind: &'static str,
+    mode: String,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn kind_name(kind: EntryKind) -> (&'static str, char) {
+    match kind {
+        EntryKind::Dir => ("dir", 'd'),
+        EntryKind::File => ("file", '-'),
+        EntryKind::Symlink => ("symlink", 'l'),
+        EntryKind::CharDevice => ("char-device", 'c'),
+        EntryKind::BlockDevice => ("block-device", 'b'),
+        EntryKind::Fifo => ("fifo", 'p'),
+        EntryKind::Socket => ("socket", 's'),
+        EntryKind::Unknown(_) => ("unknown", '?'),
+    }
+}
+
+fn ls(args: &FlistLsArgs) -> Outcome {
+    let flist = open(&args.flist)?;
+    let entries = flist.entries().map_err(|e| failed(&e))?;
+    if args.json {
+        let list: Vec<JsonEntry<'_>> = entries
+            .iter()
+            .map(|e| JsonEntry {
+                path: format!("/{}", e.path),
+                kind: kind_name(e.kind).0,
+                mode: format!("{:04o}", e.mode),
+                uid: e.uid,
+                gid: e.gid,
+                size: e.size,
+                mtime: e.mtime,
+                target: e.target.as_deref().map(String::from_utf8_lossy),
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&list).expect("serializable") + "\n");
+    }
+    let mut out = String::new();
+    for e in &entries {
+        let (_, letter) = kind_name(e.kind);
+        out.push_str(&format!(
+            "{letter}{} {:>5} {:>5} {:>10} {} /{}",
+            permissions(e.mode),
+            e.uid,
+            e.gid,
+            e.size,
+            crate::manifest::rfc3339(e.mtime),
+            e.path
+        ));
+        if let Some(t) = &e.target {
+            out.push_str(&format!(" -> {}", String::from_utf8_lossy(t)));
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `rwxr-xr-x` with set-uid, set-gid and sticky as `ls` shows them.
+fn permissions(mode: u32) -> String {
+    let mut s = String::with_capacity(9);
+    for (shift, special, set, unset) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => set,
+            (false, true) => unset,
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+fn cat(args: &FlistCatArgs) -> Outcome {
+    let flist = open(&args.flist)?;
+    let path = args.path.trim_start_matches('/');
+    let entry = flist.entry(path).map_err(|e| {
+        Failure::Config(format!(
+            "error: `{}` has no `{}`: {}\n",
+            args.flist.display(),
+            args.path,
+            crate::build::chain(&e)
+        ))
+    })?;
+    if entry.kind != EntryKind::File {
+        return Err(Failure::Config(format!(
+            "error: `{}` in `{}` is a {}, not a file\n",
+            args.path,
+            args.flist.display(),
+            kind_name(entry.kind).0
+        )));
+    }
+    let store = match &args.store {
+        Some(dir) => dir.clone(),
+        None => flist.dir_store().map_err(|e| failed(&e))?.ok_or_else(|| {
+            Failure::Config(format!(
+                "error: `{}` routes its blocks to no `dir://` store\n  help: name the folder that holds them with `--store DIR`\n",
+                args.flist.display()
+            ))
+        })?,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    flist
+        .copy_file(path, &store, &mut out)
+        .map_err(|e| failed(&e))?;
+    out.flush()
+        .map_err(|e| Failure::Build(format!("error: failed to write: {e}\n")))?;
+    Ok(String::new())
+}
