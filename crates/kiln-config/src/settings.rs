@@ -427,6 +427,26 @@ pub fn read_settings(
             .unwrap_or_default(),
         labels: string_map(t.get("labels").map(|e| &e.value)),
     };
+    if !settings.kernel {
+        let disks = t.get("outputs").and_then(|e| e.value.as_array());
+        for item in disks.into_iter().flatten() {
+            let name = item.as_str().or_else(|| {
+                item.as_table()
+                    .and_then(|t| t.get("format"))
+                    .and_then(|f| f.value.as_str())
+            });
+            if let Some(name @ ("raw" | "qcow2" | "vhd" | "vmdk")) = name {
+                diags.push(
+                    Diagnostic::at(
+                        &item.origin,
+                        format!("a `{name}` disk boots a kernel, and this image has none"),
+                        "this output",
+                    )
+                    .with_help("set `kernel = true`: kiln installs the architecture's `linux-image-*` and `initramfs-tools`, and the disk boots them"),
+                );
+            }
+        }
+    }
     if let Some(h) = t.get("hostname") {
         if !settings.hostname.as_deref().is_some_and(is_hostname) {
             diags.push(Diagnostic::at(

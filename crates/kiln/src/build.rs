@@ -162,15 +162,7 @@ pub fn package_job(plan: &Plan, id: usize) -> Option<PackageJob<'_>> {
         return None;
     };
     let bootstrap = std::ptr::eq(root, v);
-    if !bootstrap && v.settings.packages.is_empty() {
-        return None;
-    }
-    let base = match (bootstrap, variant) {
-        (false, _) => BaseSet::None,
-        (true, BootstrapVariant::Minbase | BootstrapVariant::Required) => BaseSet::Required,
-        (true, BootstrapVariant::Essential) => BaseSet::Essential,
-    };
-    let packages = v
+    let mut packages: Vec<PackageRequest> = v
         .settings
         .packages
         .iter()
@@ -179,6 +171,22 @@ pub fn package_job(plan: &Plan, id: usize) -> Option<PackageJob<'_>> {
             version: p.version.clone(),
         })
         .collect();
+    for name in implied_packages(&v.settings) {
+        if !packages.iter().any(|p| p.name == name) {
+            packages.push(PackageRequest {
+                name,
+                version: None,
+            });
+        }
+    }
+    if !bootstrap && packages.is_empty() {
+        return None;
+    }
+    let base = match (bootstrap, variant) {
+        (false, _) => BaseSet::None,
+        (true, BootstrapVariant::Minbase | BootstrapVariant::Required) => BaseSet::Required,
+        (true, BootstrapVariant::Essential) => BaseSet::Essential,
+    };
     Some(PackageJob {
         variant: v,
         suite,
@@ -188,6 +196,51 @@ pub fn package_job(plan: &Plan, id: usize) -> Option<PackageJob<'_>> {
             packages,
         },
     })
+}
+
+/// The Debian kernel package of an architecture (its `linux-image-*`
+/// metapackage, which follows the suite's current kernel).
+fn kernel_package(arch: &str) -> String {
+    let flavour = match arch {
+        "i386" => "686-pae",
+        "armhf" => "armmp",
+        "ppc64el" => "powerpc64le",
+        other => other,
+    };
+    format!("linux-image-{flavour}")
+}
+
+/// What a variant's settings install beyond its `packages`: with `kernel`,
+/// the kernel and initramfs-tools (which makes the initrd when the kernel
+/// is configured); for a disk output, the boot loader its firmware needs
+/// (`grub-pc-bin` for BIOS, `systemd-boot-efi` for UEFI; both for a
+/// hybrid disk, the default).
+pub fn implied_packages(settings: &kiln_config::ImageSettings) -> Vec<String> {
+    use kiln_config::OutputFormat as F;
+    use kiln_config::settings::OptionValue;
+    let mut out = Vec::new();
+    if settings.kernel {
+        out.push(kernel_package(&settings.arch));
+        out.push("initramfs-tools".to_owned());
+    }
+    for output in &settings.outputs {
+        if !matches!(output.format, F::Raw | F::Qcow2 | F::Vhd | F::Vmdk) {
+            continue;
+        }
+        let firmware = match output.options.get("firmware") {
+            Some(OptionValue::Text(f)) => f.as_str(),
+            _ => "hybrid",
+        };
+        let bios = matches!(firmware, "bios" | "hybrid")
+            && matches!(settings.arch.as_str(), "amd64" | "i386");
+        let uefi = matches!(firmware, "uefi" | "hybrid");
+        for (wanted, name) in [(bios, "grub-pc-bin"), (uefi, "systemd-boot-efi")] {
+            if wanted && !out.iter().any(|p| p == name) {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out
 }
 
 /// Progress events from kiln-debian that a user should see: retries.

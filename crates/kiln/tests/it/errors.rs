@@ -287,3 +287,18 @@ fn malformed_source_date_epoch_stops_plan_and_build() {
     }
     insta::assert_snapshot!(texts.join("---\n"));
 }
+
+#[test]
+fn disk_outputs_need_a_kernel() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\"\noutputs = [\"tar\", { format = \"qcow2\", firmware = \"uefi\" }, \"raw\"]\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
