@@ -797,6 +797,70 @@ fn missing_boot_files_name_the_package_that_brings_them() {
 }
 
 #[test]
+fn an_esp_too_small_for_the_kernel_says_so() {
+    let (dir, stack) = disk_stack(ALL);
+    // A big (sparse) initrd for the newest kernel.
+    let initrd = stack.layers[0].join(format!("boot/initrd.img-{VERSION}"));
+    fs::File::create(&initrd)
+        .unwrap()
+        .set_len(70 * MIB)
+        .unwrap();
+    let disk = dir.path().join("disk.raw");
+    let options = DiskOptions {
+        esp_size: Some(64 * MIB),
+        ..DiskOptions::default()
+    };
+    let err = write(&Spec::Raw(options), &stack, 2, b"seed", &disk).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("`esp_size`"), "{err}");
+    assert!(!disk.exists());
+    // The default ESP holds it.
+    write(
+        &Spec::Raw(DiskOptions::default()),
+        &stack,
+        2,
+        b"seed",
+        &disk,
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_arm64_disk_has_an_aarch64_root_and_systemd_boot_for_aa64() {
+    let (dir, stack) = disk_stack(Boot {
+        efi: false,
+        grub: false,
+        ..ALL
+    });
+    let layer = &stack.layers[0];
+    let efi = noise(70_000, 9);
+    write_file(
+        &layer.join("usr/lib/systemd/boot/efi/systemd-bootaa64.efi"),
+        &efi,
+    );
+    let disk = dir.path().join("arm.raw");
+    // Hybrid on arm64 is UEFI alone: no GRUB asked for.
+    let options = DiskOptions {
+        arch: Arch::Arm64,
+        ..DiskOptions::default()
+    };
+    write(&Spec::Raw(options), &stack, 2, b"seed", &disk).unwrap();
+    if !tools(&["sfdisk", "mcopy"]) {
+        return;
+    }
+    let table = sfdisk(&disk);
+    assert_eq!(
+        table["partitions"][2]["type"],
+        "B921B045-1DF0-41C3-AF44-4C6F280D3FAE"
+    );
+    let (start, _) = partition(&table, 2);
+    assert_eq!(
+        mread(&disk, start, "/EFI/BOOT/BOOTAA64.EFI", dir.path()),
+        efi
+    );
+}
+
+#[test]
 fn identities_differ_by_format_and_option() {
     let a = DiskOptions::default();
     let b = DiskOptions {
@@ -924,6 +988,7 @@ fn qemu_boots_the_disk_with_a_bios_and_with_uefi() {
     // The root's /sbin/init, when busybox is here: it says so and stops.
     let busybox = Path::new("/bin/busybox");
     let init = busybox.exists()
+        && have("file")
         && run(Command::new("file").arg("-b").arg(busybox)).contains("statically linked");
     if init {
         // What initramfs-tools moves its mounts to.
