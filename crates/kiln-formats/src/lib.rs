@@ -2,8 +2,8 @@
 //!
 //! A writer turns a built variant — its stack of layers, read through
 //! [`kiln_layers::MergedView`] without mounting anything — into one
-//! artifact: an archive, a filesystem image, an OCI image (a layout
-//! folder, or the same in one tar). Writers never read the
+//! artifact: an archive, a filesystem image, a bootable disk, an OCI
+//! image (a layout folder, or the same in one tar). Writers never read the
 //! configuration: the CLI maps an image's `outputs` to a [`Spec`] (the
 //! format and its options), and [`write_artifact`] writes it to a
 //! temporary file (or folder) beside the destination and renames it into
@@ -34,8 +34,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod civil;
 mod compress;
 mod cpio;
+mod disk;
 mod error;
 mod ext4;
 pub mod flist;
@@ -48,6 +50,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use compress::Compression;
+pub use disk::{Arch, DEFAULT_CMDLINE, DEFAULT_ESP_SIZE, DiskOptions, Firmware, GRUB_MKIMAGE};
 pub use error::Error;
 pub use ext4::Ext4Options;
 pub use flist::FlistOptions;
@@ -124,6 +127,15 @@ pub enum Spec {
     /// `rfs pack` writes it), its file content in a block store; see
     /// [`flist`].
     Flist(FlistOptions),
+    /// A bootable GPT disk, raw: BIOS boot partition, ESP, ext4 root;
+    /// see [`DiskOptions`].
+    Raw(DiskOptions),
+    /// The same disk as a sparse qcow2.
+    Qcow2(DiskOptions),
+    /// The same disk as a fixed VHD (Azure's), its size a whole MiB.
+    Vhd(DiskOptions),
+    /// The same disk as a monolithicSparse VMDK.
+    Vmdk(DiskOptions),
 }
 
 impl Spec {
@@ -164,6 +176,10 @@ impl Spec {
             Spec::Flist(options) => Box::new(flist::FlistWriter {
                 options: options.clone(),
             }),
+            Spec::Raw(options) => disk_writer(options, disk::DiskFormat::Raw),
+            Spec::Qcow2(options) => disk_writer(options, disk::DiskFormat::Qcow2),
+            Spec::Vhd(options) => disk_writer(options, disk::DiskFormat::Vhd),
+            Spec::Vmdk(options) => disk_writer(options, disk::DiskFormat::Vmdk),
         }
     }
 
@@ -185,8 +201,19 @@ impl Spec {
             Spec::Oci(o) => format!("oci {}", o.identity()),
             Spec::OciTar(o) => format!("oci.tar {}", o.identity()),
             Spec::Flist(o) => format!("flist {}", o.identity()),
+            Spec::Raw(o) => format!("raw {}", o.identity()),
+            Spec::Qcow2(o) => format!("qcow2 {}", o.identity()),
+            Spec::Vhd(o) => format!("vhd {}", o.identity()),
+            Spec::Vmdk(o) => format!("vmdk {}", o.identity()),
         }
     }
+}
+
+fn disk_writer(options: &DiskOptions, format: disk::DiskFormat) -> Box<dyn Writer> {
+    Box::new(disk::DiskWriter {
+        options: options.clone(),
+        format,
+    })
 }
 
 /// Writes `spec`'s artifact of `input` to `dest` atomically: into a

@@ -5,6 +5,7 @@
 //! (streamed from its layer) and extent tree blocks — so both passes
 //! move forward through the file.
 
+use std::fs::File;
 use std::path::Path;
 
 use super::checksum::{fs_seed, inode_seed};
@@ -37,14 +38,15 @@ pub(crate) struct Identity {
     pub(crate) epoch: i64,
 }
 
-/// Writes the image of `prep` as `plan` places it to `dest`, a new file
-/// of `len` bytes.
+/// Writes the image of `prep` as `plan` places it into `file` (`path` in
+/// errors), `offset` bytes in, where it reads as zeros.
 pub(crate) fn write(
     prep: &Prepared<'_>,
     plan: &Plan,
     id: &Identity,
-    dest: &Path,
-    len: u64,
+    file: &File,
+    path: &Path,
+    offset: u64,
 ) -> Result<(), Error> {
     let w = ImageWriter {
         prep,
@@ -53,7 +55,7 @@ pub(crate) fn write(
         seed: fs_seed(&id.uuid),
         by_ino: by_ino(prep),
     };
-    let mut img = Image::create(dest, len)?;
+    let mut img = Image::new(file, path, offset);
     w.metadata(&mut img)?;
     w.content(&mut img)?;
     img.finish()

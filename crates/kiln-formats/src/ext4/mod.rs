@@ -20,8 +20,11 @@
 //! derived from [`Input::seed`] (BLAKE3 key derivation, version-4 bits
 //! set), so nothing is random.
 //!
-//! The image is created at its full size (sparse) and only blocks that
-//! hold something are written, through one large buffer: the metadata
+//! The image is created at its full size (sparse) — or is a range of a
+//! file already that size, the root partition of a `disk` artifact,
+//! written in place through [`Planned::write_into`] rather than copied
+//! there — and only blocks that hold something are written, through one
+//! large buffer: the metadata
 //! first, then the content streamed from the layers in allocation order
 //! (holes of large source files are skipped, not read: every block of a
 //! file is allocated, whatever holes its layer has, so the bytes do not
@@ -46,6 +49,7 @@ mod size;
 mod superblock;
 mod xattr;
 
+use std::fs::File;
 use std::path::Path;
 
 use crate::error::Error;
@@ -99,20 +103,65 @@ pub(crate) struct Ext4Writer {
 
 impl Writer for Ext4Writer {
     fn write(&self, input: &Input<'_>, dest: &Path) -> Result<(), Error> {
-        let label = self.options.label_bytes()?;
         let tree = Tree::merged(input.stack, input.epoch)?;
-        let prep = plan::Prepared::new(&tree)?;
-        let (plan, len) = match self.options.size {
+        let fs = Planned::new(&tree, &self.options, input.seed, input.epoch)?;
+        let file = File::create(dest).map_err(|e| Error::io("create", dest, e))?;
+        file.set_len(fs.len())
+            .map_err(|e| Error::io("write", dest, e))?;
+        fs.write_into(&file, dest, 0)
+    }
+}
+
+/// The ext4 filesystem of a tree, planned and sized but not written:
+/// [`Planned::len`] is known before a byte is, so a disk can be laid out
+/// around it and the filesystem written straight into its partition.
+#[derive(Debug)]
+pub(crate) struct Planned<'t> {
+    prep: plan::Prepared<'t>,
+    plan: plan::Plan,
+    len: u64,
+    id: image::Identity,
+}
+
+impl<'t> Planned<'t> {
+    /// Plans the filesystem of `tree` as `options` size and label it,
+    /// its UUID and hash seed derived from `seed`, its times `epoch`.
+    pub(crate) fn new(
+        tree: &'t Tree,
+        options: &Ext4Options,
+        seed: &[u8],
+        epoch: i64,
+    ) -> Result<Self, Error> {
+        let label = options.label_bytes()?;
+        let prep = plan::Prepared::new(tree)?;
+        let (plan, len) = match options.size {
             Some(size) => (size::fixed(&prep, size)?, size),
-            None => size::auto(&prep, self.options.headroom, true)?,
+            None => size::auto(&prep, options.headroom, true)?,
         };
         let id = image::Identity {
-            uuid: derived_uuid(input.seed, "filesystem UUID"),
-            hash_seed: derived_uuid(input.seed, "directory hash seed"),
+            uuid: derived_uuid(seed, "filesystem UUID"),
+            hash_seed: derived_uuid(seed, "directory hash seed"),
             label,
-            epoch: input.epoch,
+            epoch,
         };
-        image::write(&prep, &plan, &id, dest, len)
+        Ok(Self {
+            prep,
+            plan,
+            len,
+            id,
+        })
+    }
+
+    /// Its size in bytes: the fixed size asked for, or `auto`'s.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Writes it into `file` (`path` in errors) from `offset` on, over
+    /// [`Planned::len`] bytes that must read as zeros (a file just
+    /// created at its full size): zero blocks are not written.
+    pub(crate) fn write_into(&self, file: &File, path: &Path, offset: u64) -> Result<(), Error> {
+        image::write(&self.prep, &self.plan, &self.id, file, path, offset)
     }
 }
 

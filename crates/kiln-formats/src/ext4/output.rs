@@ -1,9 +1,10 @@
-//! The image file: created at its full length (sparse), then written
-//! block by block at planned positions through one large buffer, so
-//! blocks that follow each other on disk go out in one `pwrite`. Blocks
-//! of zeros are never written: the file already reads as zeros there,
-//! which keeps the journal, unused inode tables and files full of zeros
-//! as holes.
+//! The image: a range of a file (the whole of an `ext4` artifact, or a
+//! partition of a disk) that already reads as zeros — created sparse at
+//! its full length — written block by block at planned positions through
+//! one large buffer, so blocks that follow each other on disk go out in
+//! one `pwrite`. Blocks of zeros are never written: the range already
+//! reads as zeros there, which keeps the journal, unused inode tables and
+//! files full of zeros as holes.
 
 #[cfg(test)]
 use std::fs;
@@ -24,25 +25,27 @@ const SPARSE_FROM: u64 = 1 << 20;
 
 /// The image being written.
 #[derive(Debug)]
-pub(crate) struct Image {
-    file: File,
+pub(crate) struct Image<'f> {
+    file: &'f File,
     path: PathBuf,
+    /// Where the image starts in `file`.
+    base: u64,
     buf: Vec<u8>,
-    /// The byte offset of `buf[0]`.
+    /// The byte offset of `buf[0]` in the image.
     at: u64,
 }
 
-impl Image {
-    /// Creates `path`, `len` bytes long.
-    pub(crate) fn create(path: &Path, len: u64) -> Result<Self, Error> {
-        let file = File::create(path).map_err(|e| Error::io("create", path, e))?;
-        file.set_len(len).map_err(|e| Error::io("write", path, e))?;
-        Ok(Self {
+impl<'f> Image<'f> {
+    /// The image that starts `base` bytes into `file` (called `path` in
+    /// errors); its blocks must read as zeros.
+    pub(crate) fn new(file: &'f File, path: &Path, base: u64) -> Self {
+        Self {
             file,
             path: path.to_path_buf(),
+            base,
             buf: Vec::with_capacity(BUFFER + BLOCK),
             at: 0,
-        })
+        }
     }
 
     /// Makes `block` the next place the buffer continues at.
@@ -159,7 +162,7 @@ impl Image {
                     self.file
                         .write_all_at(
                             &self.buf[from * BLOCK..end],
-                            self.at + (from * BLOCK) as u64,
+                            self.base + self.at + (from * BLOCK) as u64,
                         )
                         .map_err(|e| Error::io("write", &self.path, e))?;
                     run = None;
@@ -207,7 +210,10 @@ mod tests {
         drop(f);
         let split = (3 << 20) + BLOCK_SIZE;
         let image = dir.path().join("image");
-        let mut img = Image::create(&image, 4 << 20).unwrap();
+        let out = File::create(&image).unwrap();
+        out.set_len(5 << 20).unwrap();
+        // One MiB in, as a partition of a disk.
+        let mut img = Image::new(&out, &image, 1 << 20);
         let mut f = File::open(&src).unwrap();
         img.copy(0, &mut f, 0, split, &src).unwrap();
         img.copy(split / BLOCK_SIZE, &mut f, split, len - split, &src)
@@ -215,6 +221,7 @@ mod tests {
         img.finish().unwrap();
         let got = fs::read(&image).unwrap();
         let want = fs::read(&src).unwrap();
-        assert_eq!(&got[..want.len()], &want[..]);
+        assert!(got[..1 << 20].iter().all(|&b| b == 0));
+        assert_eq!(&got[1 << 20..(1 << 20) + want.len()], &want[..]);
     }
 }

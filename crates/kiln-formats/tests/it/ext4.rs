@@ -39,7 +39,7 @@ fn labelled(label: &str) -> Ext4Options {
 }
 
 /// `e2fsck -fn` passes without a single complaint.
-fn fsck(image: &Path) {
+pub(crate) fn fsck(image: &Path) {
     let out = Command::new("e2fsck")
         .arg("-fn")
         .arg(image)
@@ -59,7 +59,7 @@ fn fsck(image: &Path) {
     );
 }
 
-fn debugfs(image: &Path, request: &str) -> String {
+pub(crate) fn debugfs(image: &Path, request: &str) -> String {
     run(Command::new("debugfs").arg("-R").arg(request).arg(image))
 }
 
@@ -81,7 +81,7 @@ fn field<'a>(sb: &'a [(String, String)], name: &str) -> &'a str {
 /// Mounts `image` read-only on `at`; `None` (with a message) when that
 /// cannot be done here.
 #[allow(clippy::print_stderr)]
-fn mount(image: &Path, at: &Path) -> Option<Mounted> {
+pub(crate) fn mount(image: &Path, at: &Path) -> Option<Mounted> {
     if !is_root() {
         eprintln!("SKIPPED: mounting an ext4 image needs root");
         return None;
@@ -104,7 +104,7 @@ fn mount(image: &Path, at: &Path) -> Option<Mounted> {
 }
 
 /// Unmounts on drop, so a failed assertion leaves no mount behind.
-struct Mounted(PathBuf);
+pub(crate) struct Mounted(pub(crate) PathBuf);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
@@ -113,7 +113,7 @@ impl Drop for Mounted {
 }
 
 /// The tree of a mounted image, without the lost+found ext4 adds.
-fn mounted_tree(mnt: &Path) -> Tree {
+pub(crate) fn mounted_tree(mnt: &Path) -> Tree {
     let mut tree = Tree::merged(&LayerStack::new(vec![mnt.to_path_buf()]), EPOCH).unwrap();
     let at = tree
         .nodes
