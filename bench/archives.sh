@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 runs=${1:-5}
 cargo build --release -q -p kiln-formats --example write
-write=$PWD/target/release/examples/write
+write=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/write
 work=$PWD/bench/work/archives
 mkdir -p "$work"
 root=$work/root

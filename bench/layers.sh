@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p kiln
-kiln=$PWD/target/release/kiln
+kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 work=$PWD/bench/work/layers
 rm -rf "$work"
 mkdir -p "$work/tree/base/rootfs/etc"

@@ -50,7 +50,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use compress::Compression;
-pub use disk::{Arch, DEFAULT_CMDLINE, DEFAULT_ESP_SIZE, DiskOptions, Firmware, GRUB_MKIMAGE};
+pub use disk::{
+    Arch, BootFile, DEFAULT_CMDLINE, DEFAULT_ESP_SIZE, DiskOptions, Firmware, GRUB_MKIMAGE,
+};
 pub use error::Error;
 pub use ext4::Ext4Options;
 pub use flist::FlistOptions;
@@ -136,6 +138,8 @@ pub enum Spec {
     Vhd(DiskOptions),
     /// The same disk as a monolithicSparse VMDK.
     Vmdk(DiskOptions),
+    /// The kernel or the initrd the variant boots, as a file of its own.
+    BootFile(BootFile),
 }
 
 impl Spec {
@@ -180,6 +184,7 @@ impl Spec {
             Spec::Qcow2(options) => disk_writer(options, disk::DiskFormat::Qcow2),
             Spec::Vhd(options) => disk_writer(options, disk::DiskFormat::Vhd),
             Spec::Vmdk(options) => disk_writer(options, disk::DiskFormat::Vmdk),
+            Spec::BootFile(file) => Box::new(disk::BootFileWriter { file: *file }),
         }
     }
 
@@ -205,6 +210,7 @@ impl Spec {
             Spec::Qcow2(o) => format!("qcow2 {}", o.identity()),
             Spec::Vhd(o) => format!("vhd {}", o.identity()),
             Spec::Vmdk(o) => format!("vmdk {}", o.identity()),
+            Spec::BootFile(file) => format!("{} v1", file.name()),
         }
     }
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 use kiln_config::OutputFormat;
 use kiln_config::settings::{ImageSettings, OptionValue, OutputSpec};
 use kiln_formats::{
-    Compression, Ext4Options, FlistOptions, OciOptions, Spec, SquashfsCompression, SquashfsOptions,
+    Arch, BootFile, Compression, DiskOptions, Ext4Options, Firmware, FlistOptions, OciOptions,
+    Spec, SquashfsCompression, SquashfsOptions,
 };
 use kiln_layers::LayerStack;
 use kiln_plan::Variant;
@@ -40,14 +41,6 @@ pub struct Job<'a> {
 pub struct OutputError {
     pub text: String,
     pub config: bool,
-}
-
-/// Whether this kiln writes `format` (`dir` is exported, not written).
-pub fn is_written(format: OutputFormat) -> bool {
-    !matches!(
-        format,
-        OutputFormat::Raw | OutputFormat::Qcow2 | OutputFormat::Vhd | OutputFormat::Vmdk
-    )
 }
 
 /// What an output's spec is made from besides its options.
@@ -197,12 +190,49 @@ pub fn spec_of(output: &OutputSpec, cx: &SpecContext<'_>) -> Result<Option<Spec>
                     .collect(),
             })
         }
-        OutputFormat::Dir
-        | OutputFormat::Raw
-        | OutputFormat::Qcow2
-        | OutputFormat::Vhd
-        | OutputFormat::Vmdk => return Ok(None),
+        OutputFormat::Raw | OutputFormat::Qcow2 | OutputFormat::Vhd | OutputFormat::Vmdk => {
+            let options = DiskOptions {
+                size: size("size")?,
+                headroom: size("headroom")?,
+                label: text("label"),
+                esp_size: size("esp_size")?,
+                firmware: match text("firmware").as_deref() {
+                    Some("bios") => Firmware::Bios,
+                    Some("uefi") => Firmware::Uefi,
+                    _ => Firmware::Hybrid,
+                },
+                cmdline: text("cmdline"),
+                arch: match cx.settings.arch.as_str() {
+                    "amd64" => Arch::Amd64,
+                    "arm64" => Arch::Arm64,
+                    other => {
+                        return Err(format!(
+                            "disks of `{other}` images are not written by this kiln (amd64 and arm64 are)"
+                        ));
+                    }
+                },
+            };
+            match output.format {
+                OutputFormat::Raw => Spec::Raw(options),
+                OutputFormat::Qcow2 => Spec::Qcow2(options),
+                OutputFormat::Vhd => Spec::Vhd(options),
+                _ => Spec::Vmdk(options),
+            }
+        }
+        OutputFormat::Dir => return Ok(None),
     }))
+}
+
+/// Whether a variant's outputs include a disk that boots with a PC BIOS
+/// (its build then makes GRUB's core image, see [`kiln_formats::GRUB_MKIMAGE`]).
+pub fn needs_grub_core(settings: &ImageSettings) -> bool {
+    let x86 = matches!(settings.arch.as_str(), "amd64" | "i386");
+    x86 && settings.outputs.iter().any(|o| {
+        matches!(
+            o.format,
+            OutputFormat::Raw | OutputFormat::Qcow2 | OutputFormat::Vhd | OutputFormat::Vmdk
+        ) && !matches!(o.options.get("firmware"), Some(OptionValue::Text(f)) if f == "uefi")
+    })
 }
 
 /// The OCI image options of a variant: its `container` table, labels and
@@ -258,13 +288,23 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
         tree_root: job.tree_root,
         out_dir: job.out_dir,
     };
+    let mut specs: Vec<(&str, Spec)> = Vec::new();
     for output in &v.settings.outputs {
         let spec = spec_of(output, &cx).map_err(|text| OutputError {
             text: format!("output `{}` of `{}`: {text}", output.format.name(), v.name),
             config: true,
         })?;
-        let Some(spec) = spec else { continue };
-        let ext = output.format.name();
+        if let Some(spec) = spec {
+            specs.push((output.format.name(), spec));
+        }
+    }
+    // With `kernel`, the kernel and initrd it boots, beside the rest.
+    if v.settings.kernel {
+        for file in [BootFile::Vmlinuz, BootFile::Initrd] {
+            specs.push((file.name(), Spec::BootFile(file)));
+        }
+    }
+    for (ext, spec) in specs {
         let identity = format!("{} epoch={}", spec.identity(), job.epoch);
         let name_of = |revision: u32| format!("{}-r{revision}.{ext}", v.name);
         let dir = job.out_dir.join(&v.name);
@@ -400,10 +440,52 @@ fn copy_with_times(from: &Path, to: &Path) -> std::io::Result<()> {
             copy_with_times(&entry.path(), &to.join(entry.file_name()))?;
         }
     } else {
-        fs::copy(from, to)?;
+        copy_sparse(from, to)?;
     }
     let copy = fs::File::open(to)?;
     copy.set_modified(meta.modified()?)
+}
+
+/// Copies the file `from` to a new file `to`, its holes kept as holes (a
+/// fixed VHD of 2 GiB holds a few hundred MB): only the ranges
+/// `SEEK_DATA` finds are copied, with `copy_file_range`.
+fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::SeekFrom;
+    let src = fs::File::open(from)?;
+    let len = src.metadata()?.len();
+    let dst = fs::File::create_new(to)?;
+    dst.set_len(len)?;
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match rustix::fs::seek(&src, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            // No data after `pos`: the rest is a hole.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = rustix::fs::seek(&src, SeekFrom::Hole(start))?.min(len);
+        let (mut from_off, mut to_off) = (start, start);
+        while from_off < end {
+            let want = usize::try_from(end - from_off)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            let n = rustix::fs::copy_file_range(
+                &src,
+                Some(&mut from_off),
+                &dst,
+                Some(&mut to_off),
+                want,
+            )?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("`{}` ended while it was copied", from.display()),
+                ));
+            }
+        }
+        pos = end;
+    }
+    dst.sync_all()
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {

@@ -295,22 +295,6 @@ fn summarize(
             }
         }
     }
-    // Disk, OCI and flist formats come with a later release: say so
-    // rather than pass over them in silence.
-    let pending: BTreeSet<&str> = plan
-        .variants
-        .iter()
-        .flat_map(|v| v.settings.outputs.iter())
-        .filter(|o| o.format != kiln_config::OutputFormat::Dir)
-        .filter(|o| !crate::artifacts::is_written(o.format))
-        .map(|o| o.format.name())
-        .collect();
-    if !pending.is_empty() {
-        out.push_str(&format!(
-            "\nnote: not written yet by this kiln: {}\n",
-            pending.into_iter().collect::<Vec<_>>().join(", ")
-        ));
-    }
     out.push_str(&format!(
         "\n{} built, {} cached, {} failed, {} skipped\n",
         counts[0], counts[1], counts[2], counts[3]
@@ -510,6 +494,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
             &log_line,
         )
         .map_err(|e| chain(&e))?;
+        boot_loader(ctx, id, &root, log)?;
         return Ok(stage);
     }
     // Over the parent's layers.
@@ -538,6 +523,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
             &log_line,
         )
         .map_err(|e| chain(&e))?;
+        boot_loader(ctx, id, &mnt, log)?;
         overlay.unmount().map_err(|e| StepError::build(chain(&e)))
     })();
     let _ = fs::remove_dir_all(&scratch);
@@ -717,6 +703,31 @@ fn install_packages(
             .map_err(|e| chain(&e))?;
     }
     Ok(())
+}
+
+/// The `bootloader` step, for a variant with a disk that a PC BIOS boots:
+/// GRUB's core image made by the image's own `grub-mkimage`, where the
+/// disk writer takes it from (`kiln_formats::GRUB_MKIMAGE`).
+fn boot_loader(ctx: &Ctx<'_>, id: usize, root: &Path, log: &VariantLog) -> Result<(), StepError> {
+    let v = &ctx.plan.variants[id];
+    if !crate::artifacts::needs_grub_core(&v.settings) {
+        return Ok(());
+    }
+    log.line("bootloader", kiln_formats::GRUB_MKIMAGE);
+    ctx.reporter.step(&v.name, "bootloader");
+    let script = format!(
+        "mkdir -p /boot/grub/i386-pc && {}",
+        kiln_formats::GRUB_MKIMAGE
+    );
+    let epoch = epoch_of(ctx, id).to_string();
+    kiln_dpkg::chroot::run(
+        root,
+        "bootloader",
+        &["/bin/sh", "-c", &script],
+        &[("SOURCE_DATE_EPOCH", epoch.as_str())],
+        &mut |line| log.line("bootloader", line),
+    )
+    .map_err(|e| StepError::build(chain(&e)))
 }
 
 /// The `remove` step: the root's own `dpkg --purge`, which refuses to

@@ -138,7 +138,7 @@ impl BootFiles {
 }
 
 /// The newest `<version>` of the tree's `/boot/vmlinuz-<version>` files.
-fn newest_kernel(tree: &Tree) -> Option<String> {
+pub(crate) fn newest_kernel(tree: &Tree) -> Option<String> {
     tree.nodes
         .iter()
         .filter(|n| n.parent_path() == "boot")
@@ -151,13 +151,13 @@ fn newest_kernel(tree: &Tree) -> Option<String> {
 
 /// Paths of the tree, resolved as the image would (symlinks followed,
 /// inside the root).
-struct Files<'t> {
+pub(crate) struct Files<'t> {
     tree: &'t Tree,
     index: HashMap<&'t str, usize>,
 }
 
 impl<'t> Files<'t> {
-    fn new(tree: &'t Tree) -> Self {
+    pub(crate) fn new(tree: &'t Tree) -> Self {
         let index = tree
             .nodes
             .iter()
@@ -206,7 +206,7 @@ impl<'t> Files<'t> {
     }
 
     /// The regular file at `path`.
-    fn regular(&self, path: &str) -> Option<Source> {
+    pub(crate) fn regular(&self, path: &str) -> Option<Source> {
         let mut i = self.resolve(path)?;
         if let NodeKind::HardLink { target } = self.tree.nodes[i].kind {
             i = target;

@@ -46,12 +46,14 @@
 //! Modules: `layout` (where the partitions go, the GUIDs, the GPT),
 //! `boot` (finding the boot files in the tree), `esp` (the FAT
 //! partition), `bios` (GRUB's MBR and core image), `vhd` (the footer),
-//! `convert` (`qemu-img`).
+//! `convert` (`qemu-img`), `kernel` (the `vmlinuz` and `initrd.img`
+//! outputs: the same kernel and initrd as files of their own).
 
 mod bios;
 mod boot;
 mod convert;
 mod esp;
+mod kernel;
 mod layout;
 mod vhd;
 
@@ -64,6 +66,8 @@ use crate::tree::Tree;
 use crate::{Input, Writer};
 
 pub use boot::GRUB_MKIMAGE;
+pub use kernel::BootFile;
+pub(crate) use kernel::BootFileWriter;
 use layout::{Ids, Layout, MIB};
 
 /// The ESP's size when [`DiskOptions::esp_size`] is not set.

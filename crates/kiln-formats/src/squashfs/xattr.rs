@@ -1,6 +1,12 @@
 //! The xattr table: each distinct set of extended attributes stored once
 //! as name/value pairs, an id per set that inodes refer to, and the
 //! index the superblock points at.
+//!
+//! SquashFS stores the `user.`, `trusted.` and `security.` namespaces (file
+//! capabilities are `security.capability`). POSIX ACLs (`system.posix_acl_*`,
+//! such as systemd's on `/var/log/journal`) have no place in it and are
+//! left out, as mksquashfs leaves them out; any other namespace is an
+//! error naming the file.
 
 use std::collections::HashMap;
 
@@ -24,22 +30,27 @@ pub(crate) struct Xattrs {
 
 impl Xattrs {
     pub(crate) fn new(tree: &Tree, enc: &mut Encoder) -> Result<Self, Error> {
-        let mut known: HashMap<&[(String, Vec<u8>)], u32> = HashMap::new();
+        let mut known: HashMap<Vec<&(String, Vec<u8>)>, u32> = HashMap::new();
         let mut pairs = MetadataWriter::new();
         let mut sets = Vec::new();
         let mut ids = Vec::with_capacity(tree.nodes.len());
         for node in &tree.nodes {
-            if node.xattrs.is_empty() {
+            let stored: Vec<&(String, Vec<u8>)> = node
+                .xattrs
+                .iter()
+                .filter(|(name, _)| !name.starts_with("system.posix_acl_"))
+                .collect();
+            if stored.is_empty() {
                 ids.push(None);
                 continue;
             }
-            if let Some(&id) = known.get(node.xattrs.as_slice()) {
+            if let Some(&id) = known.get(&stored) {
                 ids.push(Some(id));
                 continue;
             }
             let at = pairs.position()?;
             let mut size = 0u32;
-            for (name, value) in &node.xattrs {
+            for (name, value) in stored.iter().copied() {
                 let Some((prefix, kind)) = PREFIXES.iter().find(|(p, _)| name.starts_with(p))
                 else {
                     return Err(Error::Unsupported {
@@ -70,8 +81,8 @@ impl Xattrs {
                 size = size.saturating_add(u32::from(name_len).saturating_add(value_len));
             }
             let id = sets.len() as u32;
-            sets.push((at, node.xattrs.len() as u32, size));
-            known.insert(node.xattrs.as_slice(), id);
+            sets.push((at, stored.len() as u32, size));
+            known.insert(stored, id);
             ids.push(Some(id));
         }
         Ok(Self { ids, pairs, sets })

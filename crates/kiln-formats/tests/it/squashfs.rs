@@ -469,3 +469,36 @@ fn overlay_squashfs_is_an_overlayfs_lower_layer() {
             .any(|l| l.contains("entry-with-a-longish-name"))
     );
 }
+
+#[test]
+fn posix_acls_are_left_out_and_other_xattrs_kept() {
+    if !have("unsquashfs") || !have("setfacl") || !have("getfattr") {
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let layer = temp.path().join("layer");
+    fs::create_dir_all(layer.join("var/log/journal")).unwrap();
+    fs::write(layer.join("var/log/journal/f"), b"x").unwrap();
+    // As systemd's tmpfiles set it on /var/log/journal.
+    run(Command::new("setfacl")
+        .args(["-m", "g:adm:rx,d:g:adm:rx"])
+        .arg(layer.join("var/log/journal")));
+    xattr(&layer.join("var/log/journal/f"), "user.kept", b"yes");
+    let stack = LayerStack::new(vec![layer]);
+    let image = temp.path().join("acl.squashfs");
+    write(
+        &squashfs(SquashfsCompression::Zstd, None),
+        &stack,
+        2,
+        None,
+        &image,
+    );
+    let out = temp.path().join("out");
+    unsquash(&image, &out);
+    let attrs = run(Command::new("getfattr")
+        .args(["-d", "-m", "-", "--absolute-names"])
+        .arg(out.join("var/log/journal"))
+        .arg(out.join("var/log/journal/f")));
+    assert!(!attrs.contains("posix_acl"), "{attrs}");
+    assert!(attrs.contains("user.kept=\"yes\""), "{attrs}");
+}

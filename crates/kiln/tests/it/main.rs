@@ -5,6 +5,7 @@
 
 mod build;
 mod errors;
+mod examples;
 mod init;
 mod layers;
 mod outputs;

@@ -1,0 +1,506 @@
+//! The bundled examples for the three ways people use image builders,
+//! built end to end and checked with the field's own tools: `netboot`
+//! (squashfs, overlays, kernel and initrd), `cloud` (disks that boot, in
+//! QEMU, directly, with `SeaBIOS` and with UEFI) and `microvm` (flist and
+//! OCI layout). Root and the Debian archive are needed (skipped with
+//! `KILN_SKIP_NETWORK_TESTS=1`); the boot tests need `qemu-system-x86_64`
+//! (and OVMF for UEFI).
+
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{kiln, skip_end_to_end};
+
+/// The examples' builds share one package cache (not the reproducibility
+/// test's, which starts from nothing): the same packages are not fetched
+/// and unpacked for every example.
+fn shared_cache() -> PathBuf {
+    std::env::temp_dir().join("kiln-test-examples-cache")
+}
+
+/// A copy of `examples/<name>` in a new temporary folder.
+fn copy_of(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(crate::examples().join(name).join("."))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let _ = fs::remove_dir_all(dir.path().join("out"));
+    dir
+}
+
+/// Builds the tree at `dir` with `extra` arguments; returns the manifest.
+fn build(dir: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["build", ".", "--cache-dir", cache.to_str().expect("utf-8")];
+    args.extend(extra);
+    let run = kiln(dir, &args);
+    assert_eq!(run.code, 0, "kiln build:\n{}\n{}", run.stdout, run.stderr);
+    serde_json::from_str(&fs::read_to_string(dir.join("out/manifest.json")).expect("manifest"))
+        .expect("JSON")
+}
+
+/// The file of `variant`'s artifact in `format`.
+fn artifact(dir: &Path, m: &serde_json::Value, variant: &str, format: &str) -> PathBuf {
+    let v = m["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .find(|v| v["variant"] == variant)
+        .unwrap_or_else(|| panic!("no variant {variant}: {m:#}"));
+    let a = v["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .find(|a| a["format"] == format)
+        .unwrap_or_else(|| panic!("no {format} of {variant}: {v:#}"));
+    let path = dir.join("out").join(a["path"].as_str().expect("path"));
+    assert!(path.exists(), "{}", path.display());
+    path
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("SKIPPED: `{tool}` is not installed");
+        }
+    }
+    ok
+}
+
+#[test]
+fn netboot_example_gives_a_squashfs_two_overlays_a_kernel_and_an_initrd() {
+    if skip_end_to_end() || !have("unsquashfs") || !have("cpio") {
+        return;
+    }
+    let tree = copy_of("netboot");
+    let dir = tree.path();
+    let m = build(dir, &shared_cache(), &["--parallel", "2"]);
+    let squashfs = artifact(dir, &m, "base", "squashfs");
+    let listing = run(Command::new("unsquashfs").arg("-lls").arg(&squashfs));
+    assert!(listing.contains("/usr/lib/systemd/systemd"), "{listing}");
+    run(Command::new("unsquashfs").arg("-stat").arg(&squashfs));
+    // The kernel and its initrd, beside the squashfs.
+    let kernel = artifact(dir, &m, "base", "vmlinuz");
+    let description = run(Command::new("file").arg("-b").arg(&kernel));
+    assert!(
+        description.contains("Linux kernel x86 boot executable"),
+        "{description}"
+    );
+    let initrd = artifact(dir, &m, "base", "initrd.img");
+    let mut magic = [0u8; 6];
+    fs::File::open(&initrd)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .expect("initrd");
+    // An early microcode cpio or a compressed one: either starts an
+    // initramfs the kernel unpacks.
+    assert!(
+        magic == *b"070701" || magic[..4] == [0x28, 0xb5, 0x2f, 0xfd] || magic[..2] == [0x1f, 0x8b],
+        "{magic:?}"
+    );
+    // Each overlay holds its role and nothing of the base.
+    for (role, own) in [("web", "usr/sbin/nginx"), ("tools", "usr/bin/jq")] {
+        let overlay = artifact(dir, &m, role, "overlay.cpio.gz");
+        let names = run(Command::new("sh").arg("-c").arg(format!(
+            "gzip -dc '{}' | cpio -it --quiet",
+            overlay.display()
+        )));
+        assert!(names.lines().any(|l| l == own), "{role}: {names}");
+        assert!(
+            !names.lines().any(|l| l == "usr/lib/systemd/systemd"),
+            "{role} holds base files"
+        );
+        let size = fs::metadata(&overlay).expect("overlay").len();
+        assert!(
+            size * 10 < fs::metadata(&squashfs).expect("squashfs").len(),
+            "{role}'s overlay is not small: {size} bytes"
+        );
+    }
+    // The web role's nginx is enabled in its overlay.
+    let overlay = artifact(dir, &m, "web", "overlay.cpio.gz");
+    let names = run(Command::new("sh").arg("-c").arg(format!(
+        "gzip -dc '{}' | cpio -it --quiet",
+        overlay.display()
+    )));
+    assert!(
+        names
+            .lines()
+            .any(|l| l == "etc/systemd/system/multi-user.target.wants/nginx.service"),
+        "{names}"
+    );
+}
+
+#[test]
+fn microvm_example_gives_an_flist_and_an_oci_layout() {
+    if skip_end_to_end() || !have("skopeo") || !have("sqlite3") {
+        return;
+    }
+    let tree = copy_of("microvm");
+    let dir = tree.path();
+    let m = build(dir, &shared_cache(), &[]);
+    let oci = artifact(dir, &m, "vm", "oci");
+    let inspect: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--config")
+        .arg(format!("oci:{}", oci.display()))))
+    .expect("JSON");
+    assert_eq!(inspect["config"]["Cmd"][0], "/bin/sh");
+    let copied = tempfile::tempdir().expect("temp");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}", oci.display()))
+        .arg(format!("dir:{}", copied.path().display())));
+    assert!(copied.path().join("manifest.json").is_file());
+    // The flist's database is rfs's: its tables, the route configured.
+    let flist = artifact(dir, &m, "vm", "flist");
+    let tables = run(Command::new("sqlite3")
+        .arg(&flist)
+        .arg("select name from sqlite_master where type = 'table' and name not like 'sqlite_%' order by name"));
+    assert_eq!(
+        tables.lines().collect::<Vec<_>>(),
+        ["block", "extra", "inode", "route", "tag"]
+    );
+    let route = run(Command::new("sqlite3")
+        .arg(&flist)
+        .arg("select url from route"));
+    assert_eq!(route.trim(), "http://hub.example.com/kiln-blocks");
+    let store = dir.join("out/flist-store");
+    let cat = kiln(
+        dir,
+        &[
+            "flist",
+            "cat",
+            flist.to_str().expect("utf-8"),
+            "/etc/hostname",
+            "--store",
+            store.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(
+        (cat.code, cat.stdout.as_str()),
+        (0, "microvm\n"),
+        "{}",
+        cat.stderr
+    );
+}
+
+/// A QEMU guest, killed when dropped.
+struct Guest {
+    child: Child,
+    console: PathBuf,
+}
+
+impl Guest {
+    /// Starts `qemu-system-x86_64` (TCG: no KVM here) with `args`, its
+    /// serial console written to `console`.
+    fn start(args: &[&str], console: &Path) -> Guest {
+        let log = fs::File::create(console).expect("console log");
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-machine", "accel=tcg", "-m", "1024", "-smp", "2"])
+            .args(["-nographic", "-no-reboot", "-nic", "none"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("qemu starts");
+        Guest {
+            child,
+            console: console.to_path_buf(),
+        }
+    }
+
+    /// Waits up to `limit` for `marker` on the console; returns how long
+    /// it took, or the console's end.
+    fn wait_for(&mut self, marker: &str, limit: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            let text = fs::read(&self.console).unwrap_or_default();
+            if String::from_utf8_lossy(&text).contains(marker) {
+                return Ok(started.elapsed());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("QEMU ended ({status}):\n{}", tail(&text)));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let text = fs::read(&self.console).unwrap_or_default();
+        Err(format!("no `{marker}` within {limit:?}:\n{}", tail(&text)))
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(console: &[u8]) -> String {
+    let text = String::from_utf8_lossy(console);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// What the example's boot unit prints once the system is up.
+const MARKER: &str = "kiln-booted:";
+
+/// The kernel command line a disk's boot loader passes, read from its ESP
+/// (2 MiB into the disk) with mtools.
+fn loader_options(disk: &Path) -> String {
+    let entry = run(Command::new("mtype")
+        .arg("-i")
+        .arg(format!("{}@@2097152", disk.display()))
+        .arg("::/loader/entries/kiln.conf"));
+    entry
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .expect("an options line")
+        .to_owned()
+}
+
+#[test]
+fn cloud_example_disks_are_valid_and_boot() {
+    if skip_end_to_end() {
+        return;
+    }
+    for tool in [
+        "qemu-img",
+        "sgdisk",
+        "sfdisk",
+        "e2fsck",
+        "fsck.vfat",
+        "mtype",
+    ] {
+        if !have(tool) {
+            return;
+        }
+    }
+    let tree = copy_of("cloud");
+    let dir = tree.path();
+    // The bookworm half of the matrix (trixie builds the same way, twice
+    // the time).
+    let m = build(
+        dir,
+        &shared_cache(),
+        &["--only", "bookworm", "--parallel", "2"],
+    );
+    let scratch = tempfile::tempdir().expect("temp");
+    for firmware in ["bios", "uefi"] {
+        let variant = format!("vm-bookworm-{firmware}");
+        let qcow2 = artifact(dir, &m, &variant, "qcow2");
+        let vhd = artifact(dir, &m, &variant, "vhd");
+        run(Command::new("qemu-img").arg("check").arg(&qcow2));
+        let info: serde_json::Value = serde_json::from_str(&run(Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&qcow2)))
+        .expect("JSON");
+        assert_eq!(info["format"], "qcow2");
+        assert_eq!(info["virtual-size"], 2u64 << 30);
+        let info: serde_json::Value = serde_json::from_str(&run(Command::new("qemu-img")
+            .args(["info", "--output=json", "-f", "vpc"])
+            .arg(&vhd)))
+        .expect("JSON");
+        assert_eq!(info["format"], "vpc");
+        assert_eq!(
+            fs::metadata(&vhd).expect("vhd").len(),
+            (2u64 << 30) + 512,
+            "a fixed VHD: the disk and its footer"
+        );
+        // The partition table and both filesystems, read from the disk
+        // as raw bytes.
+        let raw = scratch.path().join(format!("{firmware}.raw"));
+        run(Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&qcow2)
+            .arg(&raw));
+        let verify = run(Command::new("sgdisk").arg("-v").arg(&raw));
+        assert!(verify.contains("No problems found"), "{verify}");
+        let table: serde_json::Value =
+            serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(&raw))).expect("JSON");
+        let parts = table["partitiontable"]["partitions"]
+            .as_array()
+            .expect("partitions");
+        assert_eq!(parts.len(), 3, "{table:#}");
+        let part = |i: usize, file: &str| -> PathBuf {
+            let start = parts[i]["start"].as_u64().expect("start");
+            let size = parts[i]["size"].as_u64().expect("size");
+            let out = scratch.path().join(file);
+            run(Command::new("dd")
+                .arg(format!("if={}", raw.display()))
+                .arg(format!("of={}", out.display()))
+                .args(["bs=512", "status=none", "conv=sparse"])
+                .arg(format!("skip={start}"))
+                .arg(format!("count={size}")));
+            out
+        };
+        let esp = part(1, "esp.img");
+        run(Command::new("fsck.vfat").arg("-n").arg(&esp));
+        let root = part(2, "root.img");
+        run(Command::new("e2fsck").arg("-fn").arg(&root));
+        let motd = run(Command::new("debugfs")
+            .args(["-R", "cat /etc/systemd/system/kiln-booted.service"])
+            .arg(&root));
+        assert!(motd.contains("kiln-booted"), "{motd}");
+        fs::remove_file(&esp).ok();
+        fs::remove_file(&root).ok();
+        fs::remove_file(&raw).ok();
+    }
+    if !have("qemu-system-x86_64") {
+        return;
+    }
+    let limit = Duration::from_secs(120);
+    // 1. The kernel and initrd passed to QEMU directly, the qcow2 as the
+    //    disk: the image's own systemd reaches the marker unit.
+    let variant = "vm-bookworm-uefi";
+    let qcow2 = artifact(dir, &m, variant, "qcow2");
+    let vhd = artifact(dir, &m, variant, "vhd");
+    let options = loader_options(&vhd);
+    let mut guest = Guest::start(
+        &[
+            "-kernel",
+            artifact(dir, &m, variant, "vmlinuz")
+                .to_str()
+                .expect("utf-8"),
+            "-initrd",
+            artifact(dir, &m, variant, "initrd.img")
+                .to_str()
+                .expect("utf-8"),
+            "-append",
+            &format!("{options} panic=-1"),
+            "-drive",
+            &format!(
+                "file={},if=virtio,format=qcow2,snapshot=on",
+                qcow2.display()
+            ),
+        ],
+        &scratch.path().join("direct.log"),
+    );
+    let took = guest
+        .wait_for(MARKER, limit)
+        .unwrap_or_else(|e| panic!("{e}"));
+    note_boot("direct kernel boot", took);
+    drop(guest);
+    // 2. The BIOS disk through SeaBIOS and its GRUB.
+    let qcow2 = artifact(dir, &m, "vm-bookworm-bios", "qcow2");
+    let mut guest = Guest::start(
+        &[
+            "-drive",
+            &format!(
+                "file={},if=virtio,format=qcow2,snapshot=on",
+                qcow2.display()
+            ),
+        ],
+        &scratch.path().join("bios.log"),
+    );
+    let took = guest
+        .wait_for(MARKER, limit)
+        .unwrap_or_else(|e| panic!("{e}"));
+    note_boot("BIOS boot", took);
+    drop(guest);
+    // 3. The UEFI disk through OVMF and its systemd-boot.
+    let ovmf = Path::new("/usr/share/ovmf/OVMF.fd");
+    if !ovmf.is_file() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("SKIPPED: the UEFI boot (no {})", ovmf.display());
+        }
+        return;
+    }
+    let qcow2 = artifact(dir, &m, "vm-bookworm-uefi", "qcow2");
+    let mut guest = Guest::start(
+        &[
+            "-bios",
+            ovmf.to_str().expect("utf-8"),
+            "-drive",
+            &format!(
+                "file={},if=virtio,format=qcow2,snapshot=on",
+                qcow2.display()
+            ),
+        ],
+        &scratch.path().join("uefi.log"),
+    );
+    let took = guest
+        .wait_for(MARKER, limit)
+        .unwrap_or_else(|e| panic!("{e}"));
+    note_boot("UEFI boot", took);
+}
+
+/// Says how long a boot took (visible with `--nocapture`).
+fn note_boot(what: &str, took: Duration) {
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{what}: marker after {:.0} s", took.as_secs_f64());
+    }
+}
+
+#[test]
+fn two_clean_builds_give_identical_disks_oci_layouts_and_flists() {
+    if skip_end_to_end() {
+        return;
+    }
+    let image = "from = \"debian:bookworm\"\nvariant = \"essential\"\nkernel = true\n\
+                 outputs = [\"raw\", { format = \"qcow2\", firmware = \"uefi\" }, \"oci\", \
+                 { format = \"flist\", url = \"http://hub.example/store\" }]\n";
+    let mut sums: Vec<Vec<(String, String)>> = Vec::new();
+    let mut lock: Option<String> = None;
+    for _ in 0..2 {
+        let tree = crate::TestTree::new(&[
+            ("kiln.toml", "[output]\ndir = \"out\"\n"),
+            ("vm/image.toml", image),
+        ]);
+        if let Some(text) = &lock {
+            fs::write(tree.path().join("kiln.lock"), text).expect("kiln.lock");
+        }
+        // A cache of its own each time: nothing is shared but the archive
+        // and the lock.
+        let cache = tree.path().join("cache");
+        let m = build(tree.path(), &cache, &[]);
+        let mut found: Vec<(String, String)> = m["variants"][0]["artifacts"]
+            .as_array()
+            .expect("artifacts")
+            .iter()
+            .map(|a| {
+                (
+                    a["format"].as_str().expect("format").to_owned(),
+                    a["sha256"].as_str().expect("sha256").to_owned(),
+                )
+            })
+            .collect();
+        found.sort();
+        let formats: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            formats,
+            ["flist", "initrd.img", "oci", "qcow2", "raw", "vmlinuz"]
+        );
+        // The manifest's SHA-256 is the file's (for the OCI layout, its
+        // listing's, checked by the store).
+        let raw = artifact(tree.path(), &m, "vm", "raw");
+        let sum = run(Command::new("sha256sum").arg(&raw));
+        assert!(sum.starts_with(&found[4].1), "{sum}");
+        sums.push(found);
+        lock = Some(fs::read_to_string(tree.path().join("kiln.lock")).expect("kiln.lock"));
+    }
+    assert_eq!(sums[0], sums[1]);
+}
