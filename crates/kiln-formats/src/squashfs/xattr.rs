@@ -2,7 +2,7 @@
 //! as name/value pairs, an id per set that inodes refer to, and the
 //! index the superblock points at.
 //!
-//! SquashFS stores the `user.`, `trusted.` and `security.` namespaces (file
+//! `SquashFS` stores the `user.`, `trusted.` and `security.` namespaces (file
 //! capabilities are `security.capability`). POSIX ACLs (`system.posix_acl_*`,
 //! such as systemd's on `/var/log/journal`) have no place in it and are
 //! left out, as mksquashfs leaves them out; any other namespace is an
