@@ -21,20 +21,6 @@ fn shared_cache() -> PathBuf {
     std::env::temp_dir().join("kiln-test-examples-cache")
 }
 
-/// A copy of `examples/<name>` in a new temporary folder.
-fn copy_of(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(crate::examples().join(name).join("."))
-        .arg(dir.path())
-        .status()
-        .expect("cp");
-    assert!(status.success());
-    let _ = fs::remove_dir_all(dir.path().join("out"));
-    dir
-}
-
 /// Builds the tree at `dir` with `extra` arguments; returns the manifest.
 fn build(dir: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["build", ".", "--cache-dir", cache.to_str().expect("utf-8")];
@@ -94,7 +80,7 @@ fn netboot_example_gives_a_squashfs_two_overlays_a_kernel_and_an_initrd() {
     if skip_end_to_end() || !have("unsquashfs") || !have("cpio") {
         return;
     }
-    let tree = copy_of("netboot");
+    let tree = crate::example_copy("netboot");
     let dir = tree.path();
     let m = build(dir, &shared_cache(), &["--parallel", "2"]);
     let squashfs = artifact(dir, &m, "base", "squashfs");
@@ -156,7 +142,7 @@ fn microvm_example_gives_an_flist_and_an_oci_layout() {
     if skip_end_to_end() || !have("skopeo") || !have("sqlite3") {
         return;
     }
-    let tree = copy_of("microvm");
+    let tree = crate::example_copy("microvm");
     let dir = tree.path();
     let m = build(dir, &shared_cache(), &[]);
     let oci = artifact(dir, &m, "vm", "oci");
@@ -186,17 +172,7 @@ fn microvm_example_gives_an_flist_and_an_oci_layout() {
         .arg("select url from route"));
     assert_eq!(route.trim(), "http://hub.example.com/kiln-blocks");
     let store = dir.join("out/flist-store");
-    let cat = kiln(
-        dir,
-        &[
-            "flist",
-            "cat",
-            flist.to_str().expect("utf-8"),
-            "/etc/hostname",
-            "--store",
-            store.to_str().expect("utf-8"),
-        ],
-    );
+    let cat = crate::flist_cat(dir, &flist, "/etc/hostname", &store);
     assert_eq!(
         (cat.code, cat.stdout.as_str()),
         (0, "microvm\n"),
@@ -297,7 +273,7 @@ fn cloud_example_disks_are_valid_and_boot() {
             return;
         }
     }
-    let tree = copy_of("cloud");
+    let tree = crate::example_copy("cloud");
     let dir = tree.path();
     // The bookworm half of the matrix (trixie builds the same way, twice
     // the time).

@@ -82,6 +82,36 @@ pub fn kiln_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// A copy of `examples/<name>` in a new temporary folder, without any
+/// `out/` a local build left there.
+pub fn example_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(examples().join(name).join("."))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(dir.path().join("out"));
+    dir
+}
+
+/// `kiln flist cat FLIST PATH --store STORE` run in `dir`.
+pub fn flist_cat(dir: &Path, flist: &Path, path: &str, store: &Path) -> Run {
+    kiln(
+        dir,
+        &[
+            "flist",
+            "cat",
+            flist.to_str().expect("utf-8"),
+            path,
+            "--store",
+            store.to_str().expect("utf-8"),
+        ],
+    )
+}
+
 /// The repository's `examples/` folder.
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")

@@ -347,20 +347,6 @@ fn source_date_epoch_dates_the_root_and_its_artifacts() {
     );
 }
 
-/// Copies the bundled example into a new temporary folder.
-fn example_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(crate::examples().join("basic/."))
-        .arg(dir.path())
-        .status()
-        .expect("cp");
-    assert!(status.success());
-    let _ = fs::remove_dir_all(dir.path().join("out"));
-    dir
-}
-
 #[test]
 fn two_clean_builds_of_the_example_give_identical_artifacts() {
     if skip_end_to_end() {
@@ -373,7 +359,7 @@ fn two_clean_builds_of_the_example_give_identical_artifacts() {
         // is shared but the archive, and the tree's kiln.lock, which a
         // tree in git carries (the archive moves on between two builds:
         // the lock is what makes them the same inputs).
-        let tree = example_copy();
+        let tree = crate::example_copy("basic");
         if let Some(text) = &lock {
             fs::write(tree.path().join("kiln.lock"), text).expect("kiln.lock");
         }
@@ -500,17 +486,7 @@ fn oci_layouts_and_flists_of_a_child_share_their_base() {
     );
     assert_eq!(ls.code, 0, "{}", ls.stderr);
     assert!(ls.stdout.contains(" /usr/bin/busybox\n"), "{}", ls.stdout);
-    let cat = kiln(
-        t.path(),
-        &[
-            "flist",
-            "cat",
-            app_flist.to_str().expect("utf-8"),
-            "/etc/app.conf",
-            "--store",
-            store.to_str().expect("utf-8"),
-        ],
-    );
+    let cat = crate::flist_cat(t.path(), &app_flist, "/etc/app.conf", &store);
     assert_eq!(
         (cat.code, cat.stdout.as_str()),
         (0, "one\n"),
