@@ -82,8 +82,8 @@ pub enum Error {
         /// What is missing.
         reason: &'static str,
     },
-    /// A URL scheme other than `http://` or `file://`.
-    #[error("Failed to fetch `{url}`: only `http://` and `file://` URIs are supported")]
+    /// A URL scheme other than `http://`, `https://` or `file://`.
+    #[error("Failed to fetch `{url}`: only `http://`, `https://` and `file://` URIs are supported")]
     UnsupportedUri {
         /// The URL.
         url: String,
@@ -128,6 +128,28 @@ pub enum Error {
         origin: String,
         /// The keyring used.
         keyring: PathBuf,
+    },
+    /// Only a key that has expired signed it.
+    #[error("Failed to verify `{origin}`: the key {key} of `{}` that signed it expired on {at}", keyring.display())]
+    KeyExpired {
+        /// The URL or path.
+        origin: String,
+        /// The keyring used.
+        keyring: PathBuf,
+        /// The key's fingerprint.
+        key: String,
+        /// When it expired.
+        at: String,
+    },
+    /// Only a revoked key signed it.
+    #[error("Failed to verify `{origin}`: the key {key} of `{}` that signed it is revoked", keyring.display())]
+    KeyRevoked {
+        /// The URL or path.
+        origin: String,
+        /// The keyring used.
+        keyring: PathBuf,
+        /// The key's fingerprint.
+        key: String,
     },
     /// A request failed after all retries.
     #[error("Failed to fetch `{url}` after {attempts} attempt(s)")]

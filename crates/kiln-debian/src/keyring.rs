@@ -3,13 +3,20 @@
 //! Owns loading a keyring file (binary `.gpg` with any number of keys, or
 //! armored `.asc`) and checking that some key in it made a signature. Returns
 //! only text that a signature covers; never interprets it.
+//!
+//! As apt (through gpgv) does, a signature counts only when the key that
+//! made it is valid now: not revoked (a revocation signature the key made
+//! on itself, or on the subkey), not expired (the key expiration time of
+//! its newest self-signature or binding signature). A signature that only
+//! an expired or revoked key makes is reported as such, naming the key.
 
 use std::fmt;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
-use pgp::packet::Signature;
+use pgp::packet::{Signature, SignatureType};
+use pgp::types::KeyDetails;
 
 use crate::error::Error;
 
@@ -107,21 +114,57 @@ impl Keyring {
         self.keys.is_empty()
     }
 
-    /// Whether any key (a primary key, or a subkey with a valid binding)
-    /// made `signature` over `data`.
-    fn verifies(&self, signature: &Signature, data: &[u8]) -> bool {
-        self.keys.iter().any(|key| {
-            signature.verify(&key.primary_key, data).is_ok()
-                || key.public_subkeys.iter().any(|sub| {
-                    signature.verify(&sub.key, data).is_ok()
-                        && sub.verify_bindings(&key.primary_key).is_ok()
-                })
-        })
+    /// Which key (a primary key, or a subkey with a valid binding) made
+    /// `signature` over `data`, and whether it is valid at `now`.
+    fn verifies(&self, signature: &Signature, data: &[u8], now: i64) -> Verdict {
+        let mut verdict = Verdict::Unsigned;
+        for key in &self.keys {
+            let primary = key_state(key, None, now);
+            if signature.verify(&key.primary_key, data).is_ok() {
+                verdict = verdict.better(primary.clone());
+            }
+            for sub in &key.public_subkeys {
+                if signature.verify(&sub.key, data).is_ok()
+                    && sub.verify_bindings(&key.primary_key).is_ok()
+                {
+                    // A subkey is no better than its primary key.
+                    let state = match &primary {
+                        Verdict::Valid => key_state(key, Some(sub), now),
+                        other => other.clone(),
+                    };
+                    verdict = verdict.better(state);
+                }
+            }
+        }
+        verdict
+    }
+
+    fn check(&self, verdict: Verdict, origin: &str) -> Result<(), Error> {
+        match verdict {
+            Verdict::Valid => Ok(()),
+            Verdict::Unsigned => Err(Error::BadSignature {
+                origin: origin.to_owned(),
+                keyring: self.path.clone(),
+            }),
+            Verdict::Expired { key, at } => Err(Error::KeyExpired {
+                origin: origin.to_owned(),
+                keyring: self.path.clone(),
+                key,
+                at: crate::date::format_rfc2822(at),
+            }),
+            Verdict::Revoked { key } => Err(Error::KeyRevoked {
+                origin: origin.to_owned(),
+                keyring: self.path.clone(),
+                key,
+            }),
+        }
     }
 
     /// Verifies a clearsigned `InRelease` and returns the signed text with
     /// `\n` line endings. Text outside the signed part is never returned.
-    pub fn verify_cleartext(&self, bytes: &[u8], origin: &str) -> Result<String, Error> {
+    /// `now` (seconds since the epoch) decides whether the signing key has
+    /// expired.
+    pub fn verify_cleartext(&self, bytes: &[u8], origin: &str, now: i64) -> Result<String, Error> {
         let text = std::str::from_utf8(bytes).map_err(|_| Error::BadSignature {
             origin: origin.to_owned(),
             keyring: self.path.clone(),
@@ -132,25 +175,24 @@ impl Keyring {
                 source: Box::new(source),
             })?;
         let signed = message.signed_text();
-        let ok = message
+        let verdict = message
             .signatures()
             .iter()
-            .any(|sig| self.verifies(sig, signed.as_bytes()));
-        if !ok {
-            return Err(Error::BadSignature {
-                origin: origin.to_owned(),
-                keyring: self.path.clone(),
+            .fold(Verdict::Unsigned, |v, sig| {
+                v.better(self.verifies(sig, signed.as_bytes(), now))
             });
-        }
+        self.check(verdict, origin)?;
         Ok(signed.replace("\r\n", "\n"))
     }
 
-    /// Verifies a detached signature (`Release.gpg`, armored or binary) over `data`.
+    /// Verifies a detached signature (`Release.gpg`, armored or binary)
+    /// over `data`, by a key valid at `now`.
     pub fn verify_detached(
         &self,
         data: &[u8],
         signature: &[u8],
         origin: &str,
+        now: i64,
     ) -> Result<(), Error> {
         let parse_err = |source| Error::ParseSignature {
             origin: origin.to_owned(),
@@ -171,13 +213,108 @@ impl Keyring {
                 .filter_map(Result::ok)
                 .collect()
         };
-        if sigs.iter().any(|sig| self.verifies(&sig.signature, data)) {
-            Ok(())
+        let verdict = sigs.iter().fold(Verdict::Unsigned, |v, sig| {
+            v.better(self.verifies(&sig.signature, data, now))
+        });
+        self.check(verdict, origin)
+    }
+}
+
+/// What checking a signature against a keyring found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// No key of the keyring made it.
+    Unsigned,
+    /// Only a key that expired at `at` made it.
+    Expired { key: String, at: i64 },
+    /// Only a revoked key made it.
+    Revoked { key: String },
+    /// A valid key made it.
+    Valid,
+}
+
+impl Verdict {
+    /// The better of two findings: a valid signature wins; an expired or
+    /// revoked key is worth reporting over none at all.
+    fn better(self, other: Verdict) -> Verdict {
+        let rank = |v: &Verdict| match v {
+            Verdict::Unsigned => 0,
+            Verdict::Revoked { .. } => 1,
+            Verdict::Expired { .. } => 2,
+            Verdict::Valid => 3,
+        };
+        if rank(&other) > rank(&self) {
+            other
         } else {
-            Err(Error::BadSignature {
-                origin: origin.to_owned(),
-                keyring: self.path.clone(),
-            })
+            self
         }
+    }
+}
+
+/// Whether `key` (or its subkey `sub`) is valid at `now`: not revoked by
+/// itself, not past the expiration its newest self-signature (for a
+/// subkey: binding signature) sets.
+fn key_state(
+    key: &SignedPublicKey,
+    sub: Option<&pgp::composed::SignedPublicSubKey>,
+    now: i64,
+) -> Verdict {
+    let fingerprint = match sub {
+        Some(sub) => sub.key.fingerprint(),
+        None => key.primary_key.fingerprint(),
+    };
+    let name = format!("{fingerprint:X}");
+    let (revocations, self_signatures, created): (Vec<&Signature>, Vec<&Signature>, i64) = match sub
+    {
+        None => (
+            key.details
+                .revocation_signatures
+                .iter()
+                .filter(|s| s.verify_key(&key.primary_key).is_ok())
+                .collect(),
+            key.details
+                .users
+                .iter()
+                .flat_map(|u| {
+                    u.signatures.iter().filter(|s| {
+                        s.verify_certification(&key.primary_key, pgp::types::Tag::UserId, &u.id)
+                            .is_ok()
+                    })
+                })
+                .chain(key.details.direct_signatures.iter())
+                .collect(),
+            i64::from(key.primary_key.created_at().as_secs()),
+        ),
+        Some(sub) => (
+            sub.signatures
+                .iter()
+                .filter(|s| s.typ() == Some(SignatureType::SubkeyRevocation))
+                .filter(|s| s.verify_subkey_binding(&key.primary_key, &sub.key).is_ok())
+                .collect(),
+            sub.signatures
+                .iter()
+                .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
+                .collect(),
+            i64::from(sub.key.created_at().as_secs()),
+        ),
+    };
+    if !revocations.is_empty() {
+        return Verdict::Revoked { key: name };
+    }
+    // The newest self-signature says how long the key lives.
+    let newest = self_signatures
+        .iter()
+        .max_by_key(|s| s.created().map_or(0, pgp::types::Timestamp::as_secs));
+    let lifetime = newest.and_then(|s| s.key_expiration_time());
+    match lifetime.map(pgp::types::Duration::as_secs) {
+        Some(secs) if secs > 0 => {
+            let at = created + i64::from(secs);
+            if now >= at {
+                Verdict::Expired { key: name, at }
+            } else {
+                Verdict::Valid
+            }
+        }
+        _ => Verdict::Valid,
     }
 }

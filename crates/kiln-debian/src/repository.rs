@@ -148,7 +148,7 @@ impl Repository {
         let base = format!("{}/dists/{suite}", trim_uri(uri));
         let dir = self.release_dir(uri, suite);
         let (text, origin) = if self.options.offline {
-            Self::load_cached_release(&dir, &base, keyring)?
+            Self::load_cached_release(&dir, &base, keyring, self.now())?
         } else {
             self.download_release(&dir, &base, keyring, progress)?
         };
@@ -170,7 +170,7 @@ impl Repository {
     ) -> Result<(String, String), Error> {
         let in_release = format!("{base}/InRelease");
         if let Some(bytes) = self.transport.get(&in_release, MAX_INDEX_BYTES, progress)? {
-            let text = keyring.verify_cleartext(&bytes, &in_release)?;
+            let text = keyring.verify_cleartext(&bytes, &in_release, self.now())?;
             store::write_atomic(&dir.join("InRelease"), &bytes)?;
             remove_if_exists(&dir.join("Release"))?;
             remove_if_exists(&dir.join("Release.gpg"))?;
@@ -190,7 +190,7 @@ impl Repository {
             .ok_or_else(|| Error::NotFound {
                 url: signature_url.clone(),
             })?;
-        keyring.verify_detached(&release, &signature, &release_url)?;
+        keyring.verify_detached(&release, &signature, &release_url, self.now())?;
         let text = String::from_utf8(release.clone()).map_err(|_| Error::ParseRelease {
             origin: release_url.clone(),
             line: 1,
@@ -207,6 +207,7 @@ impl Repository {
         dir: &Path,
         base: &str,
         keyring: &Keyring,
+        now: i64,
     ) -> Result<(String, String), Error> {
         let read = |name: &str| -> Result<Option<Vec<u8>>, Error> {
             let path = dir.join(name);
@@ -218,11 +219,11 @@ impl Repository {
         };
         if let Some(bytes) = read("InRelease")? {
             let origin = format!("{base}/InRelease");
-            return Ok((keyring.verify_cleartext(&bytes, &origin)?, origin));
+            return Ok((keyring.verify_cleartext(&bytes, &origin, now)?, origin));
         }
         if let (Some(release), Some(signature)) = (read("Release")?, read("Release.gpg")?) {
             let origin = format!("{base}/Release");
-            keyring.verify_detached(&release, &signature, &origin)?;
+            keyring.verify_detached(&release, &signature, &origin, now)?;
             let text = String::from_utf8(release).map_err(|_| Error::ParseRelease {
                 origin: origin.clone(),
                 line: 1,

@@ -1,4 +1,7 @@
-//! Fetching bytes from `http://` and `file://` URLs, with retries.
+//! Fetching bytes from `http://`, `https://` and `file://` URLs, with
+//! retries. HTTPS is rustls, checking certificates against the system's
+//! trust store (`ca-certificates`, and whatever CA a site adds there), as
+//! apt does.
 //!
 //! Owns the HTTP client, the retry policy (exponential backoff on network
 //! errors and 5xx answers; never on 404) and `file://` access. Knows nothing
@@ -70,6 +73,11 @@ impl Transport {
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            )
             .build();
         Self {
             agent: ureq::Agent::with_parts(
@@ -157,7 +165,7 @@ impl Transport {
             };
             return consume(&mut file).map(Some);
         }
-        if !url.starts_with("http://") {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(AttemptError::Fatal(Error::UnsupportedUri {
                 url: url.to_owned(),
             }));

@@ -1,261 +1,43 @@
 //! A small signed repository, made and served inside the test: the trust
 //! chain keyring → `InRelease` → `Packages` → `.deb`, and the caches.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_debian::{
     AptSource, Architecture, BaseSet, DebianSource, DistributionSource, Error, Event, LockFile,
     NoProgress, PackageCache, RepositoryOptions, ResolveRequest, RetryPolicy,
 };
-use pgp::composed::{
-    ArmorOptions, CleartextSignedMessage, DetachedSignature, KeyType, SecretKeyParamsBuilder,
-    SignedPublicKey, SignedSecretKey,
+use kiln_testkit::{
+    Dates, FIXED_DATE as DATE, FIXED_VALID_UNTIL as VALID_UNTIL, FULL, HELLO_DEB, LIBGREET_DEB,
+    Layout, Repo, generate_key, sha256,
 };
-use pgp::crypto::hash::HashAlgorithm;
+use pgp::composed::{ArmorOptions, SignedPublicKey};
 use pgp::ser::Serialize;
-use pgp::types::Password;
-use sha2::{Digest, Sha256};
 
-/// `Date` of the fixture `Release`; tests pass a "now" relative to it.
-const DATE: i64 = 1_747_474_295; // Sat, 17 May 2025 09:31:35 UTC
-const VALID_UNTIL: i64 = DATE + 7 * 86_400;
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::new(), |mut out, b| {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
-fn generate_key() -> SignedSecretKey {
-    let params = SecretKeyParamsBuilder::default()
-        .key_type(KeyType::Ed25519Legacy)
-        .can_certify(true)
-        .can_sign(true)
-        .primary_user_id("kiln test archive <test@kiln.invalid>".into())
-        .build()
-        .unwrap();
-    params.generate(rand::thread_rng()).unwrap()
-}
-
-/// Serves files under `root` over HTTP on 127.0.0.1, one request per
-/// connection, and logs request paths.
-struct Server {
-    url: String,
-    log: Arc<Mutex<Vec<String>>>,
-    /// Answer this many requests with 503 before serving normally.
-    fail_next: Arc<AtomicUsize>,
-}
-
-impl Server {
-    fn start(root: &Path) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let fail_next = Arc::new(AtomicUsize::new(0));
-        let (root, thread_log, thread_fail) = (root.to_owned(), log.clone(), fail_next.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let _ = serve(stream, &root, &thread_log, &thread_fail);
-            }
-        });
-        Self {
-            url,
-            log,
-            fail_next,
-        }
-    }
-
-    fn take_log(&self) -> Vec<String> {
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
-}
-
-fn serve(
-    mut stream: TcpStream,
-    root: &Path,
-    log: &Mutex<Vec<String>>,
-    fail_next: &AtomicUsize,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
-            break;
-        }
-    }
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_owned();
-    log.lock().unwrap().push(path.clone());
-    if fail_next
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
-        return stream.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
-    }
-    let file = root.join(path.trim_start_matches('/'));
-    if path.contains("..") || !file.is_file() {
-        return stream.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
-    }
-    let body = std::fs::read(file)?;
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(&body)
-}
-
-#[derive(Clone, Copy)]
-struct Layout {
-    in_release: bool,
-    by_hash: bool,
-    xz: bool,
-}
-
-const FULL: Layout = Layout {
-    in_release: true,
-    by_hash: true,
-    xz: true,
-};
-
+/// The repository and a cache of the test's own.
 struct Fixture {
-    repo: tempfile::TempDir,
+    repo: Repo,
     cache: tempfile::TempDir,
     keyring: PathBuf,
-    server: Server,
-    key: SignedSecretKey,
 }
-
-const HELLO_DEB: &[u8] = b"!<arch>\nhello: not really a deb, but bytes with a digest\n";
-const LIBGREET_DEB: &[u8] = b"!<arch>\nlibgreet: also bytes with a digest\n";
 
 impl Fixture {
     fn new(layout: Layout) -> Self {
-        let repo = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let key = generate_key();
-        let keyring = repo.path().join("keyring.gpg");
-        std::fs::write(
-            &keyring,
-            SignedPublicKey::from(key.clone()).to_bytes().unwrap(),
-        )
-        .unwrap();
-        let server = Server::start(repo.path());
-        let fixture = Self {
+        let repo = Repo::new(layout, Dates::Fixed);
+        let keyring = repo.keyring().to_owned();
+        Self {
             repo,
-            cache,
+            cache: tempfile::tempdir().unwrap(),
             keyring,
-            server,
-            key,
-        };
-        fixture.write_repo(layout);
-        fixture
-    }
-
-    fn root(&self) -> &Path {
-        self.repo.path()
-    }
-
-    fn write(&self, path: &str, bytes: &[u8]) {
-        let path = self.root().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    }
-
-    fn write_repo(&self, layout: Layout) {
-        self.write("pool/main/h/hello/hello_1.0_amd64.deb", HELLO_DEB);
-        self.write(
-            "pool/main/libg/libgreet/libgreet1_2.0_amd64.deb",
-            LIBGREET_DEB,
-        );
-        let packages = format!(
-            "Package: hello\nVersion: 1.0\nArchitecture: amd64\nDepends: libgreet1 (>= 2)\n\
-             Filename: pool/main/h/hello/hello_1.0_amd64.deb\nSize: {}\nSHA256: {}\n\n\
-             Package: libgreet1\nVersion: 2.0\nArchitecture: amd64\nMulti-Arch: same\n\
-             Filename: pool/main/libg/libgreet/libgreet1_2.0_amd64.deb\nSize: {}\nSHA256: {}\n",
-            HELLO_DEB.len(),
-            sha256(HELLO_DEB),
-            LIBGREET_DEB.len(),
-            sha256(LIBGREET_DEB),
-        );
-        let (name, compressed) = if layout.xz {
-            let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 6);
-            enc.write_all(packages.as_bytes()).unwrap();
-            ("Packages.xz", enc.finish().unwrap())
-        } else {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            enc.write_all(packages.as_bytes()).unwrap();
-            ("Packages.gz", enc.finish().unwrap())
-        };
-        let dir = "dists/test/main/binary-amd64";
-        self.write(&format!("{dir}/{name}"), &compressed);
-        if layout.by_hash {
-            self.write(
-                &format!("{dir}/by-hash/SHA256/{}", sha256(&compressed)),
-                &compressed,
-            );
         }
-        let release = format!(
-            "Origin: kiln\nSuite: test\nCodename: test\n\
-             Date: Sat, 17 May 2025 09:31:35 UTC\nValid-Until: Sat, 24 May 2025 09:31:35 UTC\n\
-             Acquire-By-Hash: {}\nArchitectures: amd64\nComponents: main\nSHA256:\n \
-             {} {} main/binary-amd64/Packages\n {} {} main/binary-amd64/{name}\n",
-            if layout.by_hash { "yes" } else { "no" },
-            sha256(packages.as_bytes()),
-            packages.len(),
-            sha256(&compressed),
-            compressed.len(),
-        );
-        if layout.in_release {
-            let signed = CleartextSignedMessage::sign(
-                rand::thread_rng(),
-                &release,
-                &self.key.primary_key,
-                &Password::empty(),
-            )
-            .unwrap();
-            self.write(
-                "dists/test/InRelease",
-                signed
-                    .to_armored_string(ArmorOptions::default())
-                    .unwrap()
-                    .as_bytes(),
-            );
-        } else {
-            let signature = DetachedSignature::sign_binary_data(
-                rand::thread_rng(),
-                &self.key.primary_key,
-                &Password::empty(),
-                HashAlgorithm::Sha256,
-                release.as_bytes(),
-            )
-            .unwrap();
-            self.write("dists/test/Release", release.as_bytes());
-            self.write(
-                "dists/test/Release.gpg",
-                &signature.to_armored_bytes(ArmorOptions::default()).unwrap(),
-            );
-        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.repo.root()
     }
 
     fn options(&self) -> RepositoryOptions {
@@ -273,7 +55,7 @@ impl Fixture {
 
     fn source(&self, options: RepositoryOptions) -> DebianSource {
         let source = AptSource {
-            uris: vec![format!("{}/", self.server.url)],
+            uris: vec![format!("{}/", self.repo.url())],
             suites: vec!["test".into()],
             components: vec!["main".into()],
             keyring: self.keyring.clone(),
@@ -305,9 +87,7 @@ impl Fixture {
 
     /// Error text with the random port blanked out.
     fn redact(&self, err: &Error) -> String {
-        err.to_string()
-            .replace(&self.server.url, "http://[server]")
-            .replace(&self.keyring.display().to_string(), "[keyring]")
+        self.repo.redact(&err.to_string())
     }
 }
 
@@ -324,7 +104,7 @@ fn verified_fetch_resolve_download_and_warm_runs() {
     let fx = Fixture::new(FULL);
     let source = fx.fetch(fx.options()).unwrap();
     assert_eq!(
-        fx.server.take_log(),
+        fx.repo.take_log(),
         [
             "/dists/test/InRelease".to_owned(),
             format!(
@@ -360,14 +140,14 @@ fn verified_fetch_resolve_download_and_warm_runs() {
         .into_iter()
         .collect::<Vec<_>>()
     );
-    fx.server.take_log();
+    let _ = fx.repo.take_log();
 
     // Warm: only the InRelease round-trip; the debs come from the cache.
     let warm = fx.fetch(fx.options()).unwrap();
     assert_eq!(warm.resolve(&hello()).unwrap(), set);
     warm.download(&set, &fx.package_cache(), &NoProgress)
         .unwrap();
-    assert_eq!(fx.server.take_log(), ["/dists/test/InRelease"]);
+    assert_eq!(fx.repo.take_log(), ["/dists/test/InRelease"]);
 
     // Offline: no requests at all.
     let mut options = fx.options();
@@ -378,7 +158,7 @@ fn verified_fetch_resolve_download_and_warm_runs() {
     offline
         .download(&set, &fx.package_cache().offline(true), &NoProgress)
         .unwrap();
-    assert!(fx.server.take_log().is_empty());
+    assert!(fx.repo.take_log().is_empty());
 
     // A corrupt cache entry is detected and fetched again.
     std::fs::write(&debs[0].path, b"bit rot").unwrap();
@@ -395,10 +175,7 @@ fn verified_fetch_resolve_download_and_warm_runs() {
 #[test]
 fn tampered_in_release_is_rejected() {
     let fx = Fixture::new(FULL);
-    let path = fx.root().join("dists/test/InRelease");
-    let text = std::fs::read_to_string(&path).unwrap();
-    // One byte of the signed text: `Suite: test` becomes `Suite: tesT`.
-    std::fs::write(&path, text.replacen("Suite: test", "Suite: tesT", 1)).unwrap();
+    fx.repo.tamper_in_release();
     let err = fx.fetch(fx.options()).unwrap_err();
     assert!(matches!(err, Error::BadSignature { .. }), "{err:?}");
     insta::assert_snapshot!(fx.redact(&err), @"Failed to verify `http://[server]/dists/test/InRelease`: no valid signature by a key in `[keyring]`");
@@ -427,10 +204,14 @@ fn signature_by_another_key_is_rejected() {
 fn armored_keyring_with_several_keys_is_accepted() {
     let fx = Fixture::new(FULL);
     let mut keyring = SignedPublicKey::from(generate_key()).to_bytes().unwrap();
-    keyring.extend(SignedPublicKey::from(fx.key.clone()).to_bytes().unwrap());
+    keyring.extend(
+        SignedPublicKey::from(fx.repo.key().clone())
+            .to_bytes()
+            .unwrap(),
+    );
     std::fs::write(&fx.keyring, &keyring).unwrap();
     fx.fetch(fx.options()).unwrap();
-    let armored = SignedPublicKey::from(fx.key.clone())
+    let armored = SignedPublicKey::from(fx.repo.key().clone())
         .to_armored_string(ArmorOptions::default())
         .unwrap();
     std::fs::write(&fx.keyring, armored).unwrap();
@@ -465,10 +246,7 @@ fn deb_with_wrong_digest_is_rejected_and_not_cached() {
     let fx = Fixture::new(FULL);
     let source = fx.fetch(fx.options()).unwrap();
     let set = source.resolve(&hello()).unwrap();
-    fx.write(
-        "pool/main/h/hello/hello_1.0_amd64.deb",
-        b"!<arch>\nhellO: not really a deb, but bytes with a digest\n",
-    );
+    fx.repo.replace_hello();
     let err = source
         .download(&set, &fx.package_cache().with_jobs(1), &NoProgress)
         .unwrap_err();
@@ -494,7 +272,7 @@ fn release_gpg_fallback_without_by_hash_and_gzip() {
     });
     let source = fx.fetch(fx.options()).unwrap();
     assert_eq!(
-        fx.server.take_log(),
+        fx.repo.take_log(),
         [
             "/dists/test/InRelease",
             "/dists/test/Release",
@@ -507,7 +285,7 @@ fn release_gpg_fallback_without_by_hash_and_gzip() {
     let mut options = fx.options();
     options.offline = true;
     fx.fetch(options).unwrap();
-    assert!(fx.server.take_log().is_empty());
+    assert!(fx.repo.take_log().is_empty());
 }
 
 #[test]
@@ -526,13 +304,13 @@ fn offline_without_cache_makes_no_requests() {
     options.offline = true;
     let err = fx.fetch(options).unwrap_err();
     insta::assert_snapshot!(fx.redact(&err), @"Failed to find a verified `InRelease` for `http://[server]/dists/test` in the cache (offline mode makes no requests)");
-    assert!(fx.server.take_log().is_empty());
+    assert!(fx.repo.take_log().is_empty());
 }
 
 #[test]
 fn server_errors_are_retried_with_backoff() {
     let fx = Fixture::new(FULL);
-    fx.server.fail_next.store(2, Ordering::SeqCst);
+    fx.repo.fail_next(2);
     let retries = AtomicUsize::new(0);
     let progress = |e: &Event<'_>| {
         if matches!(e, Event::Retrying { .. }) {
@@ -543,7 +321,138 @@ fn server_errors_are_retried_with_backoff() {
     source.fetch_indexes(&progress).unwrap();
     assert_eq!(retries.load(Ordering::SeqCst), 2);
 
-    fx.server.fail_next.store(10, Ordering::SeqCst);
+    fx.repo.fail_next(10);
     let err = fx.fetch(fx.options()).unwrap_err();
     insta::assert_snapshot!(fx.redact(&err), @"Failed to fetch `http://[server]/dists/test/InRelease` after 3 attempt(s)");
+}
+
+/// `GnuPG` in a home of its own, at a faked time: keys that expire or are
+/// revoked, made and used as a real archive's would be.
+struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    /// `None` (and a SKIPPED line) when gpg is not installed.
+    fn new() -> Option<Self> {
+        if std::process::Command::new("gpg")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("SKIPPED: gpg is not installed");
+            }
+            return None;
+        }
+        Some(Self {
+            home: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    fn run(&self, at: &str, args: &[&str]) -> Vec<u8> {
+        let out = std::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(["--faked-system-time", at])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// A signing key made at `at`, valid for `expire` (gpg's notation).
+    fn key(&self, at: &str, expire: &str) -> String {
+        self.run(
+            at,
+            &[
+                "--quick-gen-key",
+                "kiln test <gpg@kiln.invalid>",
+                "ed25519",
+                "sign",
+                expire,
+            ],
+        );
+        let listing = String::from_utf8(self.run(at, &["--with-colons", "--list-keys"])).unwrap();
+        listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:::::::::"))
+            .unwrap()
+            .trim_end_matches(':')
+            .to_owned()
+    }
+
+    /// Signs `release` as `InRelease` at `at`, and makes the keyring.
+    fn publish(&self, fx: &Fixture, at: &str) {
+        let release = self.home.path().join("Release");
+        std::fs::write(&release, fx.repo.release()).unwrap();
+        let signed = self.run(at, &["--clearsign", "-o", "-", release.to_str().unwrap()]);
+        fx.repo.write("dists/test/InRelease", &signed);
+        std::fs::write(&fx.keyring, self.run(at, &["--export"])).unwrap();
+    }
+}
+
+#[test]
+fn a_key_that_is_valid_now_is_accepted_and_an_expired_one_is_named() {
+    let Some(gpg) = Gpg::new() else { return };
+    let fx = Fixture::new(FULL);
+    // Made a day before the Release, valid for ten years: fine.
+    gpg.key("20250516T000000", "10y");
+    gpg.publish(&fx, "20250517T093000");
+    fx.fetch(fx.options()).expect("a valid key's signature");
+
+    // Made in 2020 for a day: its signature is no longer accepted, and the
+    // error says which key and since when.
+    let Some(gpg) = Gpg::new() else { return };
+    let fx = Fixture::new(FULL);
+    let fingerprint = gpg.key("20200101T000000", "1d");
+    gpg.publish(&fx, "20200101T010000");
+    let err = fx.fetch(fx.options()).unwrap_err();
+    assert!(matches!(err, Error::KeyExpired { .. }), "{err:?}");
+    let text = fx.redact(&err).replace(&fingerprint, "<fingerprint>");
+    insta::assert_snapshot!(text, @"Failed to verify `http://[server]/dists/test/InRelease`: the key <fingerprint> of `[keyring]` that signed it expired on Thu, 02 Jan 2020 00:00:00 UTC");
+    assert!(fx.files_under("releases").is_empty(), "nothing is cached");
+}
+
+#[test]
+fn a_revoked_key_is_refused() {
+    let Some(gpg) = Gpg::new() else { return };
+    let fx = Fixture::new(FULL);
+    let fingerprint = gpg.key("20250516T000000", "10y");
+    gpg.publish(&fx, "20250517T093000");
+    fx.fetch(fx.options()).expect("valid before the revocation");
+    // GnuPG keeps a revocation certificate for every key it makes, its
+    // armor line guarded by a `:`.
+    let certificate = std::fs::read_to_string(
+        gpg.home
+            .path()
+            .join(format!("openpgp-revocs.d/{fingerprint}.rev")),
+    )
+    .unwrap()
+    .replace(
+        ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+    );
+    let path = gpg.home.path().join("revocation.asc");
+    std::fs::write(&path, certificate).unwrap();
+    gpg.run("20250518T000000", &["--import", path.to_str().unwrap()]);
+    std::fs::write(&fx.keyring, gpg.run("20250518T000000", &["--export"])).unwrap();
+    let err = Fixture::fetch(&fx, fx.options()).unwrap_err();
+    assert!(matches!(err, Error::KeyRevoked { .. }), "{err:?}");
+    let text = fx.redact(&err).replace(&fingerprint, "<fingerprint>");
+    insta::assert_snapshot!(text, @"Failed to verify `http://[server]/dists/test/InRelease`: the key <fingerprint> of `[keyring]` that signed it is revoked");
 }

@@ -112,3 +112,71 @@ fn resolves_bookworm_minbase_like_mmdebstrap() {
     offline.fetch_indexes(&NoProgress).unwrap();
     assert_eq!(offline.resolve(&request).unwrap(), set);
 }
+
+#[test]
+fn https_mirrors_are_verified_like_http_ones() {
+    if std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some() || !Path::new(HOST_SOURCES).exists() {
+        return;
+    }
+    // The host's first source, over HTTPS (Debian's mirrors serve both).
+    let mut source = host_sources(Path::new(HOST_SOURCES)).remove(0);
+    source.uris = source
+        .uris
+        .iter()
+        .filter_map(|u| {
+            u.strip_prefix("http://")
+                .map(|rest| format!("https://{rest}"))
+        })
+        .collect();
+    if source.uris.is_empty() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("SKIPPED: the host's first apt source is not an http:// mirror");
+        }
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut debian = DebianSource::new(
+        vec![source],
+        Architecture::default(),
+        RepositoryOptions::new(cache.path()),
+    )
+    .unwrap();
+    debian
+        .fetch_indexes(&NoProgress)
+        .expect("the InRelease and indexes over HTTPS, verified");
+    assert!(debian.indexes().iter().any(|i| !i.packages.is_empty()));
+    // A host that presents a certificate for another name is refused:
+    // the same mirror by its IP address.
+    let host = debian.indexes()[0]
+        .uri
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let Some(ip) = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 443))
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
+        return;
+    };
+    let by_ip = AptSource {
+        uris: vec![format!("https://{}/debian", ip.ip())],
+        suites: vec!["bookworm".into()],
+        components: vec!["main".into()],
+        keyring: PathBuf::from(kiln_debian::keyring::DEBIAN_ARCHIVE_KEYRING),
+    };
+    let options = RepositoryOptions {
+        retry: kiln_debian::RetryPolicy {
+            attempts: 1,
+            ..kiln_debian::RetryPolicy::default()
+        },
+        ..RepositoryOptions::new(cache.path())
+    };
+    let mut wrong = DebianSource::new(vec![by_ip], Architecture::default(), options).unwrap();
+    assert!(
+        wrong.fetch_indexes(&NoProgress).is_err(),
+        "a certificate that does not name the host is not accepted"
+    );
+}

@@ -10,6 +10,7 @@ mod init;
 mod layers;
 mod outputs;
 mod plan;
+mod repository;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
