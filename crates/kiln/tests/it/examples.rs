@@ -313,6 +313,20 @@ fn cloud_example_disks_are_valid_and_boot() {
             .arg(&raw));
         let verify = run(Command::new("sgdisk").arg("-v").arg(&raw));
         assert!(verify.contains("No problems found"), "{verify}");
+        let dump = run(Command::new("sfdisk").arg("-d").arg(&raw));
+        assert!(dump.contains("label: gpt"), "{dump}");
+        for (part, kind) in [
+            ("1", "21686148-6449-6E6F-744E-656564454649"),
+            ("2", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+            ("3", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+        ] {
+            assert!(
+                dump.lines().any(
+                    |l| l.starts_with(&format!("{}{part} ", raw.display())) && l.contains(kind)
+                ),
+                "partition {part} of type {kind}:\n{dump}"
+            );
+        }
         let table: serde_json::Value =
             serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(&raw))).expect("JSON");
         let parts = table["partitiontable"]["partitions"]
