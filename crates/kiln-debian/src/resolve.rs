@@ -4,8 +4,9 @@
 //! Owns apt's candidate rule (highest version wins; on equal versions the
 //! source listed first), the base sets as mmdebstrap defines them, and the
 //! install closure over `Pre-Depends`/`Depends` with alternatives, virtual
-//! packages, `Conflicts`/`Breaks` and Multi-Arch. Greedy and deterministic
-//! like apt: no backtracking. Does no I/O.
+//! packages, `Conflicts`/`Breaks` and Multi-Arch. Deterministic; apt's
+//! greedy choices first, going back to another alternative only where they
+//! end in a conflict. Does no I/O.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -339,10 +340,7 @@ impl<'a> Resolver<'a> {
                 state.mark(entry, None);
                 marked.push(entry);
             }
-            for entry in marked {
-                let mut chain = vec![entry.pkg.name.as_str()];
-                state.close(entry, &mut chain)?;
-            }
+            state.solve(&marked)?;
         }
         Ok(state)
     }
@@ -360,6 +358,46 @@ struct State<'a, 'r> {
     chosen: HashMap<&'a str, Entry<'a>>,
     order: Vec<&'a str>,
     parent: HashMap<&'a str, Option<&'a str>>,
+}
+
+/// How many times [`State::solve`] may go back to an earlier choice before
+/// it gives up and reports the first failure. Real archives need none or a
+/// few; the bound keeps a pathological index from taking exponential time.
+const MAX_BACKTRACKS: usize = 10_000;
+
+/// A package whose dependencies are being installed.
+#[derive(Clone, Copy)]
+struct Frame<'a> {
+    entry: Entry<'a>,
+    /// Index into its `Pre-Depends` followed by its `Depends`.
+    next_dep: usize,
+    /// A package of the request (or base set), not a dependency.
+    root: bool,
+}
+
+/// The requested package down to the innermost one: the chain that errors
+/// name.
+fn frame_chain<'a>(frames: &[Frame<'a>]) -> Vec<&'a str> {
+    let start = frames.iter().rposition(|f| f.root).unwrap_or(0);
+    frames[start..]
+        .iter()
+        .map(|f| f.entry.pkg.name.as_str())
+        .collect()
+}
+
+/// A dependency that had more than one usable package: where the search
+/// resumes when a later one fails.
+struct ChoicePoint<'a> {
+    /// The frames as they were once the group was taken.
+    frames: Vec<Frame<'a>>,
+    /// `State::order.len()` before the choice.
+    trail: usize,
+    /// The package that has the dependency.
+    parent: &'a str,
+    /// The usable packages not tried yet, in order.
+    candidates: Vec<Entry<'a>>,
+    /// The next candidate to try.
+    next: usize,
 }
 
 impl<'a> State<'a, '_> {
@@ -646,53 +684,180 @@ impl<'a> State<'a, '_> {
         }
     }
 
-    /// Installs the dependencies of `entry` depth-first, as apt does.
-    fn close(&mut self, entry: Entry<'a>, chain: &mut Vec<&'a str>) -> Result<(), Error> {
-        let pkg = entry.pkg;
-        for dep in pkg.pre_depends.iter().chain(&pkg.depends) {
-            if self.group_satisfied(dep) {
+    /// Installs the dependencies of `roots` (already marked) depth-first,
+    /// in apt's order: the dependencies of a package in the order it lists
+    /// them, each chosen package's own dependencies before the next one.
+    ///
+    /// Where apt's greedy `MarkInstall` stops at a conflict, this search
+    /// goes back to the most recent dependency that had another usable
+    /// alternative and tries it, undoing everything chosen since. It is
+    /// chronological backtracking over the choices (not over versions:
+    /// only candidates and pins are installable), so it finds a
+    /// conflict-free closure whenever one exists over those choices, and
+    /// the greedy answer whenever the greedy answer works. If none exists
+    /// (or [`MAX_BACKTRACKS`] is used up) the first failure met is
+    /// reported: it is the one on apt's own path.
+    fn solve(&mut self, roots: &[Entry<'a>]) -> Result<(), Error> {
+        let mut frames: Vec<Frame<'a>> = roots
+            .iter()
+            .rev()
+            .map(|&entry| Frame {
+                entry,
+                next_dep: 0,
+                root: true,
+            })
+            .collect();
+        let mut choices: Vec<ChoicePoint<'a>> = Vec::new();
+        let mut first_error: Option<Error> = None;
+        let mut backtracks = 0usize;
+        loop {
+            let Some((dep, parent)) = self.next_unsatisfied(&mut frames) else {
+                return Ok(());
+            };
+            let chain = frame_chain(&frames);
+            // The first usable package; why the ones before it are not.
+            let mut group_error = None;
+            let mut options = self.options(dep, &chain).into_iter();
+            let mut chosen = None;
+            for option in options.by_ref() {
+                match option.and_then(|c| self.check_conflicts(c, &chain).map(|()| c)) {
+                    Ok(entry) => {
+                        chosen = Some(entry);
+                        break;
+                    }
+                    Err(e) => {
+                        group_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(entry) = chosen {
+                let candidates: Vec<Entry<'a>> = options.filter_map(Result::ok).collect();
+                if !candidates.is_empty() {
+                    choices.push(ChoicePoint {
+                        frames: frames.clone(),
+                        trail: self.order.len(),
+                        parent,
+                        candidates,
+                        next: 0,
+                    });
+                }
+                self.mark(entry, Some(parent));
+                frames.push(Frame {
+                    entry,
+                    next_dep: 0,
+                    root: false,
+                });
                 continue;
             }
-            let mut chosen = None;
-            // Why an alternative was passed over; reported if none is left.
-            let mut first_error = None;
-            'alternatives: for rel in &dep.alternatives {
-                let satisfiers = match self.satisfiers(rel, chain) {
-                    Ok(list) => list,
-                    Err(e) => {
-                        first_error.get_or_insert(e);
+            let failure = first_error.take().unwrap_or_else(|| {
+                group_error.unwrap_or_else(|| {
+                    let mut names: Vec<String> = chain.iter().map(|s| (*s).to_owned()).collect();
+                    names.push(dep.to_string());
+                    Error::Unsatisfiable {
+                        chain: Chain(names),
+                        available: self.describe_available(dep),
+                    }
+                })
+            });
+            if backtracks == MAX_BACKTRACKS || !self.backtrack(&mut choices, &mut frames) {
+                return Err(failure);
+            }
+            backtracks += 1;
+            first_error = Some(failure);
+        }
+    }
+
+    /// Goes back to the newest choice that has an alternative left that
+    /// fits, undoing what was chosen since; `false` if there is none.
+    fn backtrack(
+        &mut self,
+        choices: &mut Vec<ChoicePoint<'a>>,
+        frames: &mut Vec<Frame<'a>>,
+    ) -> bool {
+        while let Some(mut point) = choices.pop() {
+            self.undo(point.trail);
+            let Some(i) = self.pick(&point.candidates, point.next) else {
+                continue;
+            };
+            let entry = point.candidates[i];
+            frames.clone_from(&point.frames);
+            let parent = point.parent;
+            if i + 1 < point.candidates.len() {
+                point.next = i + 1;
+                choices.push(point);
+            }
+            self.mark(entry, Some(parent));
+            frames.push(Frame {
+                entry,
+                next_dep: 0,
+                root: false,
+            });
+            return true;
+        }
+        false
+    }
+
+    /// The next dependency group of the innermost package that the set
+    /// does not satisfy yet, with that package's name; pops the packages
+    /// whose dependencies are all handled. `None`: everything is closed.
+    fn next_unsatisfied(&self, frames: &mut Vec<Frame<'a>>) -> Option<(&'a Dependency, &'a str)> {
+        loop {
+            let top = frames.last_mut()?;
+            let pkg: &'a Package = top.entry.pkg;
+            let i = top.next_dep;
+            let dep = match pkg.pre_depends.get(i) {
+                Some(dep) => dep,
+                None => match pkg.depends.get(i - pkg.pre_depends.len()) {
+                    Some(dep) => dep,
+                    None => {
+                        frames.pop();
                         continue;
                     }
-                };
-                for candidate in satisfiers {
-                    match self.check_conflicts(candidate, chain) {
-                        Ok(()) => {
-                            chosen = Some(candidate);
-                            break 'alternatives;
-                        }
-                        Err(e) => {
-                            first_error.get_or_insert(e);
+                },
+            };
+            top.next_dep += 1;
+            if !self.group_satisfied(dep) {
+                return Some((dep, pkg.name.as_str()));
+            }
+        }
+    }
+
+    /// Every package that could satisfy `dep`, alternative by alternative,
+    /// in apt's order of preference, with the reasons some alternative has
+    /// none (a pin that is not available, a package not in the lock) in
+    /// their place.
+    fn options(&self, dep: &'a Dependency, chain: &[&str]) -> Vec<Result<Entry<'a>, Error>> {
+        let mut out: Vec<Result<Entry<'a>, Error>> = Vec::new();
+        for rel in &dep.alternatives {
+            match self.satisfiers(rel, chain) {
+                Ok(list) => {
+                    for entry in list {
+                        let seen = out
+                            .iter()
+                            .any(|e| e.as_ref().is_ok_and(|e| std::ptr::eq(e.pkg, entry.pkg)));
+                        if !seen {
+                            out.push(Ok(entry));
                         }
                     }
                 }
+                Err(e) => out.push(Err(e)),
             }
-            let Some(next) = chosen else {
-                if let Some(error) = first_error {
-                    return Err(error);
-                }
-                let mut names: Vec<String> = chain.iter().map(|s| (*s).to_owned()).collect();
-                names.push(dep.to_string());
-                return Err(Error::Unsatisfiable {
-                    chain: Chain(names),
-                    available: self.describe_available(dep),
-                });
-            };
-            self.mark(next, Some(pkg.name.as_str()));
-            chain.push(next.pkg.name.as_str());
-            self.close(next, chain)?;
-            chain.pop();
         }
-        Ok(())
+        out
+    }
+
+    /// The first of `candidates[from..]` that conflicts with nothing in the
+    /// set.
+    fn pick(&self, candidates: &[Entry<'a>], from: usize) -> Option<usize> {
+        (from..candidates.len()).find(|&i| self.conflict(candidates[i]).is_none())
+    }
+
+    /// Unmarks everything marked after the first `len` packages.
+    fn undo(&mut self, len: usize) {
+        for name in self.order.split_off(len) {
+            self.chosen.remove(name);
+            self.parent.remove(name);
+        }
     }
 
     fn describe_available(&self, dep: &Dependency) -> String {

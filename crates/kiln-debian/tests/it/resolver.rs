@@ -130,6 +130,56 @@ fn alternative_that_would_conflict_is_skipped() {
 }
 
 #[test]
+fn alternative_whose_dependencies_conflict_is_given_up() {
+    // apt's greedy choice `b` pulls in `d`, which conflicts with `x`; the
+    // resolver goes back and takes `c`.
+    let idx = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: b | c"),
+            stanza("b", "1", "Depends: d"),
+            stanza("d", "1", "Conflicts: x"),
+            stanza("c", "1", ""),
+            stanza("x", "1", ""),
+        ],
+    )];
+    assert_eq!(resolve(&idx, &["x", "a"]).unwrap(), ["a=1", "c=1", "x=1"]);
+}
+
+#[test]
+fn a_later_conflict_revisits_an_earlier_choice() {
+    // `b` is fine when chosen; only `a`'s next dependency, through `e -> f`,
+    // rules it out. Nothing chosen under the abandoned branch is kept.
+    let idx = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: b | c, e"),
+            stanza("b", "1", "Depends: g"),
+            stanza("g", "1", ""),
+            stanza("c", "1", ""),
+            stanza("e", "1", "Depends: f"),
+            stanza("f", "1", "Breaks: b"),
+        ],
+    )];
+    assert_eq!(resolve(&idx, &["a"]).unwrap(), ["a=1", "c=1", "e=1", "f=1"]);
+}
+
+#[test]
+fn without_a_way_out_the_greedy_failure_is_reported() {
+    let idx = [index(
+        "s",
+        &[
+            stanza("a", "1", "Depends: b | c, e"),
+            stanza("b", "1", ""),
+            stanza("c", "1", "Conflicts: e"),
+            stanza("e", "1", "Conflicts: b"),
+        ],
+    )];
+    let err = resolve(&idx, &["a"]).unwrap_err();
+    insta::assert_snapshot!(err, @"Failed to install `e` together with `b`: `e` conflicts with `b` (adding `a -> e` to a set holding `a -> b`)");
+}
+
+#[test]
 fn conflict_names_both_packages() {
     let idx = [index(
         "s",
@@ -443,6 +493,113 @@ proptest! {
             for root in &roots {
                 prop_assert!(set.get(root).is_some());
             }
+        }
+    }
+}
+
+/// A package with conflicts: (name, version, dependencies, conflicts as
+/// (target, operator, version)).
+type ConflictStanza = (u8, u8, Vec<Alternatives>, Vec<(u8, u8, u8)>);
+
+fn conflict_universe() -> impl Strategy<Value = Vec<ConflictStanza>> {
+    prop::collection::vec(
+        (
+            0u8..6,
+            1u8..3,
+            prop::collection::vec(prop::collection::vec((0u8..6, 0u8..6, 1u8..3), 2..4), 0..3),
+            prop::collection::vec((0u8..6, 0u8..3, 1u8..3), 0..3),
+        ),
+        2..12,
+    )
+}
+
+/// Whether `version` (a small integer) satisfies `op v` (`op` indexes
+/// `["", "<<", "<=", "=", ">=", ">>"]`, 0 meaning any version).
+fn small_satisfies(version: u8, op: u8, v: u8) -> bool {
+    match op {
+        0 => true,
+        1 => version < v,
+        2 => version <= v,
+        3 => version == v,
+        4 => version >= v,
+        _ => version > v,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// With conflicts in play the resolver is sound (what it returns is
+    /// closed and conflict-free) and complete over candidates: whenever some
+    /// set of candidate versions holding the roots is closed and
+    /// conflict-free (found by trying every subset), it resolves.
+    #[test]
+    fn resolution_with_conflicts_is_sound_and_complete(
+        universe in conflict_universe(),
+        roots in prop::collection::vec(0u8..6, 1..3),
+    ) {
+        let ops = ["", "<<", "<=", "=", ">=", ">>"];
+        let rel = |(t, op, v): &(u8, u8, u8)| {
+            if *op == 0 { format!("p{t}") } else { format!("p{t} ({} {v})", ops[*op as usize]) }
+        };
+        // The candidate (highest version) of each name, as the resolver sees it.
+        let mut candidates: std::collections::BTreeMap<u8, &ConflictStanza> = std::collections::BTreeMap::new();
+        let mut stanzas = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for s @ (name, version, deps, conflicts) in &universe {
+            if !seen.insert((name, version)) {
+                continue;
+            }
+            if candidates.get(name).is_none_or(|c| c.1 < *version) {
+                candidates.insert(*name, s);
+            }
+            let mut extra = String::new();
+            if !deps.is_empty() {
+                let groups: Vec<String> = deps.iter().map(|alts| alts.iter().map(rel).collect::<Vec<_>>().join(" | ")).collect();
+                extra += &format!("Depends: {}\n", groups.join(", "));
+            }
+            if !conflicts.is_empty() {
+                extra += &format!("Conflicts: {}\n", conflicts.iter().map(rel).collect::<Vec<_>>().join(", "));
+            }
+            stanzas.push(stanza(&format!("p{name}"), &version.to_string(), &extra));
+        }
+        let names: Vec<u8> = candidates.keys().copied().collect();
+        let valid = |set: &[u8]| -> bool {
+            let version_of = |n: u8| set.contains(&n).then(|| candidates[&n].1);
+            set.iter().all(|n| {
+                let (_, _, deps, conflicts) = candidates[n];
+                let closed = deps.iter().all(|alts| alts.iter().any(|(t, op, v)| {
+                    version_of(*t).is_some_and(|have| small_satisfies(have, *op, *v))
+                }));
+                let clean = conflicts.iter().all(|(t, op, v)| {
+                    *t == *n || version_of(*t).is_none_or(|have| !small_satisfies(have, *op, *v))
+                });
+                closed && clean
+            })
+        };
+        let exists = roots.iter().all(|r| candidates.contains_key(r))
+            && (0u32..1 << names.len()).any(|mask| {
+                let set: Vec<u8> = names.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| *n).collect();
+                roots.iter().all(|r| set.contains(r)) && valid(&set)
+            });
+        let idx = [index("s", &stanzas)];
+        let arch = Architecture::default();
+        let req = ResolveRequest {
+            base: BaseSet::None,
+            base_suite: None,
+            packages: roots.iter().map(|r| format!("p{r}").parse().unwrap()).collect(),
+        };
+        match Resolver::new(&idx, &arch).resolve(&req) {
+            Ok(set) => {
+                let chosen: Vec<u8> = set.names().map(|n| n[1..].parse().unwrap()).collect();
+                for pkg in &set.packages {
+                    let n: u8 = pkg.name[1..].parse().unwrap();
+                    prop_assert_eq!(pkg.version.as_str(), candidates[&n].1.to_string());
+                }
+                prop_assert!(valid(&chosen), "{:?} is not closed and conflict-free", chosen);
+                prop_assert!(exists);
+            }
+            Err(e) => prop_assert!(!exists, "a valid set exists, yet: {e}"),
         }
     }
 }
