@@ -616,6 +616,19 @@ fn read_users(v: &Value, diags: &mut Diagnostics) -> Vec<UserSpec> {
             ));
             continue;
         }
+        let password = text("password");
+        if let Some(hash) = &password {
+            // Never echo the value: it may be a real hash, or a password
+            // typed where a hash belongs.
+            if let Err(problem) = check_password_hash(hash) {
+                diags.push(Diagnostic::at(
+                    &t["password"].value.origin,
+                    format!("invalid password hash for user `{name}`: {problem}"),
+                    "give a crypt(3) hash (e.g. from `mkpasswd -m yescrypt`), `!` for a locked password or \"\" for none",
+                ));
+                continue;
+            }
+        }
         out.push(UserSpec {
             name,
             uid: t.get("uid").and_then(|e| e.value.as_integer()),
@@ -623,7 +636,7 @@ fn read_users(v: &Value, diags: &mut Diagnostics) -> Vec<UserSpec> {
             groups: strings(t.get("groups").map(|e| &e.value)),
             shell: text("shell"),
             home: text("home"),
-            password: text("password"),
+            password,
             ssh_authorized_keys: strings(t.get("ssh_authorized_keys").map(|e| &e.value)),
             system: t
                 .get("system")
@@ -632,6 +645,29 @@ fn read_users(v: &Value, diags: &mut Diagnostics) -> Vec<UserSpec> {
         });
     }
     out
+}
+
+/// Whether `hash` can stand in `/etc/shadow`'s password field as a crypt(3)
+/// hash: `$id$…` (yescrypt, SHA-512, …), a 13-character DES hash, empty
+/// (no password), or starting with `!`/`*` (locked). Anything else is most
+/// likely a password where its hash belongs.
+fn check_password_hash(hash: &str) -> Result<(), &'static str> {
+    if hash.contains([':', '\n', '\r']) {
+        return Err("a hash cannot hold `:` or a line break");
+    }
+    if hash.chars().any(char::is_whitespace) {
+        return Err("a hash cannot hold white space");
+    }
+    let des = hash.len() == 13
+        && hash
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '/');
+    let modular = hash.len() > 3 && hash.starts_with('$') && hash[1..].contains('$');
+    if hash.is_empty() || hash.starts_with(['!', '*']) || des || modular {
+        Ok(())
+    } else {
+        Err("this is not a crypt(3) hash; kiln takes the hash, not the password")
+    }
 }
 
 fn read_run(v: &Value, diags: &mut Diagnostics) -> Vec<RunStep> {

@@ -92,6 +92,20 @@ pub enum Error {
         /// The name looked up.
         name: String,
     },
+    /// A user's password hash cannot go into `/etc/shadow`.
+    #[error(
+        "Failed to set the password of `{user}`: the hash holds `:` or a line break, which `/etc/shadow` cannot hold"
+    )]
+    InvalidPasswordHash {
+        /// The account.
+        user: String,
+    },
+    /// A user has no line in the root's `/etc/shadow` (or there is none).
+    #[error("Failed to set the password of `{user}`: the root's `/etc/shadow` has no entry for it")]
+    NoShadowEntry {
+        /// The account.
+        user: String,
+    },
     /// `services` was set but the root has no `systemctl`.
     #[error(
         "Failed to {action} unit `{unit}`: the image has no `systemctl`; `services` needs systemd in the image (add `systemd` to `packages`)"

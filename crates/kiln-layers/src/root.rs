@@ -18,6 +18,9 @@ use rustix::io::Errno;
 
 use crate::error::Error;
 
+/// A uid and gid.
+pub(crate) type Owner = (u32, u32);
+
 /// A root, held open as an `O_PATH` directory descriptor.
 #[derive(Debug)]
 pub(crate) struct RootDir {
@@ -286,6 +289,21 @@ impl RootDir {
             ))),
             Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
             Err(e) => Err(Error::io("read", self.host(&rel), e.into())),
+        }
+    }
+
+    /// The permission bits and owner (uid, gid) of `rel` (symlinks followed inside
+    /// the root), or `None` if it is missing.
+    pub(crate) fn mode_owner(&self, rel: &str) -> Result<Option<(u32, Owner)>, Error> {
+        let rel = normalize(rel)?;
+        match self.open_in_root(&rel, OFlags::PATH) {
+            Ok(fd) => {
+                let stat = rustix::fs::fstat(&fd)
+                    .map_err(|e| Error::io("read", self.host(&rel), e.into()))?;
+                Ok(Some((stat.st_mode & 0o7777, (stat.st_uid, stat.st_gid))))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", self.host(&rel), e)),
         }
     }
 

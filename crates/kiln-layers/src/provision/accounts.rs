@@ -1,6 +1,8 @@
 //! `users`: groups and accounts made by the root's own `groupadd`,
-//! `useradd` and `usermod` (the `passwd` package), and their
-//! `authorized_keys`; and the root's account databases, read for names.
+//! `useradd` and `usermod` (the `passwd` package), their password hashes
+//! (written into `/etc/shadow` directly, so a hash is never on a command
+//! line) and `authorized_keys`; and the root's account databases, read for
+//! names.
 
 use kiln_config::settings::UserSpec;
 
@@ -84,12 +86,15 @@ impl Accounts {
 /// folder (from `/etc/skel`) and, without `group`, a group of its own name.
 /// An existing account keeps its home's content; its uid, primary group,
 /// shell and home path are changed as given and the supplementary groups
-/// added. The password hash goes to `usermod --password` and is blanked out
-/// of anything logged or returned.
+/// added. The password hash goes straight into `/etc/shadow` (a command
+/// line is readable by every user of the host through `/proc`), never
+/// logged or returned; `epoch` dates the change, as `usermod` does with
+/// `SOURCE_DATE_EPOCH`.
 pub(super) fn users(
     root: &RootDir,
     users: &[UserSpec],
     base_env: &[(&str, &str)],
+    epoch: Option<i64>,
     log: &Log<'_>,
 ) -> Result<(), Error> {
     for user in users {
@@ -101,14 +106,7 @@ pub(super) fn users(
                     argv.push("--system");
                 }
                 argv.push(group);
-                run_in_root(
-                    root,
-                    &format!("groupadd {group}"),
-                    &argv,
-                    base_env,
-                    None,
-                    log,
-                )?;
+                run_in_root(root, &format!("groupadd {group}"), &argv, base_env, log)?;
             }
         }
         let uid = user.uid.map(|u| u.to_string());
@@ -155,12 +153,10 @@ pub(super) fn users(
                 if exists { "usermod" } else { "useradd" },
                 user.name
             );
-            run_in_root(root, &step, &argv, base_env, None, log)?;
+            run_in_root(root, &step, &argv, base_env, log)?;
         }
         if let Some(hash) = &user.password {
-            let step = format!("usermod --password <password hash> {}", user.name);
-            let argv = ["/usr/sbin/usermod", "--password", hash, &user.name];
-            run_in_root(root, &step, &argv, base_env, Some(hash), log)?;
+            set_password(root, &user.name, hash, epoch)?;
         }
         if !user.ssh_authorized_keys.is_empty() {
             authorized_keys(root, user)?;
@@ -172,6 +168,52 @@ pub(super) fn users(
         ));
     }
     Ok(())
+}
+
+/// Sets the password field of `name` in the root's `/etc/shadow` to `hash`
+/// and its last-change day to `epoch`'s (today's without one), as
+/// `usermod --password` does, keeping the file's mode and owner.
+fn set_password(root: &RootDir, name: &str, hash: &str, epoch: Option<i64>) -> Result<(), Error> {
+    const SHADOW: &str = "etc/shadow";
+    let missing = || Error::NoShadowEntry {
+        user: name.to_owned(),
+    };
+    if hash.contains([':', '\n']) {
+        return Err(Error::InvalidPasswordHash {
+            user: name.to_owned(),
+        });
+    }
+    let (Some(text), Some((mode, owner))) = (root.read(SHADOW)?, root.mode_owner(SHADOW)?) else {
+        return Err(missing());
+    };
+    let text = String::from_utf8_lossy(&text);
+    let seconds = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    });
+    // usermod: day 0 would force a password change at first login, so
+    // aging is left off instead.
+    let day = match seconds / 86_400 {
+        0 => String::new(),
+        day => day.to_string(),
+    };
+    let mut found = false;
+    let mut out = String::with_capacity(text.len() + hash.len());
+    for line in text.lines() {
+        let mut fields: Vec<&str> = line.split(':').collect();
+        if fields.first() == Some(&name) && fields.len() >= 3 {
+            fields[1] = hash;
+            fields[2] = &day;
+            found = true;
+        }
+        out.push_str(&fields.join(":"));
+        out.push('\n');
+    }
+    if !found {
+        return Err(missing());
+    }
+    root.write(SHADOW, mode, owner, out.as_bytes())
 }
 
 /// Writes `~/.ssh/authorized_keys` (0600 in a 0700 `.ssh`, both the

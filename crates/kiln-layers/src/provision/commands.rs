@@ -43,7 +43,7 @@ pub(super) fn services(
             });
         };
         let step = format!("systemctl {action} {unit}");
-        run_in_root(root, &step, &[systemctl, action, unit], &env, None, log)?;
+        run_in_root(root, &step, &[systemctl, action, unit], &env, log)?;
     }
     Ok(())
 }
@@ -91,7 +91,7 @@ pub(super) fn run_script(
     let env = script_env(base_env, settings, ctx);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let in_root = format!("/{rel}");
-    let result = run_in_root(root, step, &["/bin/sh", &in_root], &env, None, log);
+    let result = run_in_root(root, step, &["/bin/sh", &in_root], &env, log);
     let removed = root.remove_all(&rel);
     result?;
     removed.map(|_| ())

@@ -72,8 +72,8 @@ pub struct ProvisionReport {
 ///    with `useradd --create-home` (a group of their own name unless
 ///    `group` is set), existing ones changed with `usermod` (uid, group,
 ///    shell, home path; supplementary groups added); the password hash
-///    set with `usermod --password`, blanked out of every log line and
-///    error; `ssh_authorized_keys` written to `~/.ssh/authorized_keys`
+///    written into the root's `/etc/shadow` as `usermod --password` would
+///    (never on a command line, never logged); `ssh_authorized_keys` written to `~/.ssh/authorized_keys`
 ///    (0600, in a 0700 `.ssh`, both the user's), replacing that file.
 /// 5. `services`: `systemctl enable`, then `systemctl disable`, per unit,
 ///    the root's own `systemctl` editing the unit links offline
@@ -185,7 +185,7 @@ pub fn provision(
     }
     if !settings.users.is_empty() {
         step("users", &mut |log| {
-            accounts::users(&root, &settings.users, base_env, log)
+            accounts::users(&root, &settings.users, base_env, ctx.source_date_epoch, log)
         })?;
     }
     let services = &settings.services;
@@ -256,33 +256,13 @@ pub(crate) const BASE_ENV: &[(&str, &str)] = &[
     ("DEBIAN_FRONTEND", "noninteractive"),
 ];
 
-/// Runs `argv` in the root with `env`, logging its output; `secret` (a
-/// password hash on the command line) is blanked out of every line logged
-/// or kept for an error.
+/// Runs `argv` in the root with `env`, logging its output.
 pub(crate) fn run_in_root(
     root: &RootDir,
     step: &str,
     argv: &[&str],
     env: &[(&str, &str)],
-    secret: Option<&str>,
     log: &Log<'_>,
 ) -> Result<(), Error> {
-    let redact = |line: &str| match secret {
-        Some(secret) if !secret.is_empty() => line.replace(secret, "<password hash>"),
-        _ => line.to_owned(),
-    };
-    crate::namespace::run(root.path(), step, argv, env, &mut |line| log(&redact(line))).map_err(
-        |e| match e {
-            Error::Script {
-                step,
-                code,
-                last_lines,
-            } => Error::Script {
-                step,
-                code,
-                last_lines: last_lines.iter().map(|l| redact(l)).collect(),
-            },
-            e => e,
-        },
-    )
+    crate::namespace::run(root.path(), step, argv, env, &mut |line| log(line))
 }

@@ -433,6 +433,22 @@ fn provisions_a_debian_root_into_a_layer() {
         assert_eq!(line.ends_with("alice"), member, "{line}");
     }
     let shadow = read("etc/shadow");
+    // Written by kiln, not usermod: the file keeps Debian's mode and group.
+    let meta = fs::metadata(m("etc/shadow")).unwrap();
+    let shadow_gid = read("etc/group")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("shadow:x:")?
+                .split(':')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o640, 0, shadow_gid)
+    );
     assert!(
         shadow
             .lines()

@@ -57,6 +57,21 @@ fn wrong_types() {
 }
 
 #[test]
+fn password_must_be_a_crypt_hash() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\"\nusers = [\n  { name = \"alice\", password = \"hunter2\" },\n  { name = \"bob\", password = \"$6$salt$a:b\" },\n  { name = \"carol\", password = \"!\" },\n  { name = \"dave\", password = \"$y$j9T$salt$hash\" },\n]\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
 fn unknown_parent_image() {
     let err = fail(
         &[
