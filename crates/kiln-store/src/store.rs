@@ -45,6 +45,18 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store in `dir` for reading only: creates nothing and
+    /// sweeps nothing, so commands that only look (`kiln plan`,
+    /// `kiln inspect`) leave the store as they found it. A store that does
+    /// not exist holds no layers.
+    pub fn open_read_only(dir: &Path) -> Result<Store, Error> {
+        let dir = std::path::absolute(dir).map_err(|source| Error::CreateStore {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(Store { dir })
+    }
+
     /// The store's directory (absolute).
     #[must_use]
     pub fn dir(&self) -> &Path {

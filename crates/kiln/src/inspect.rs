@@ -37,7 +37,7 @@ pub fn run(args: &InspectArgs, style: Style) -> Outcome {
         ))
     })?;
     let cache = crate::build::cache_dir(args.cache_dir.as_deref(), Some(&tree))?;
-    let store = Store::open(&cache.join("store"))
+    let store = Store::open_read_only(&cache.join("store"))
         .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;
     let chain = layer_chain(&manifest, entry, &store);
     let mut packages = entry.packages.clone();

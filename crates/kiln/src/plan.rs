@@ -31,8 +31,8 @@ impl Action {
 }
 
 /// What a build would do with each variant: `cached` when the store holds
-/// its layer under the key `kiln.lock` gives it (an absent store holds
-/// nothing and is not created; a variant whose lock entry is missing or
+/// its layer under the key `kiln.lock` gives it (the store is only read:
+/// an absent one holds nothing and is not created; a variant whose lock entry is missing or
 /// stale must be resolved, so it is built).
 fn actions(
     tree: &kiln_config::Tree,
@@ -40,11 +40,7 @@ fn actions(
     store_dir: &std::path::Path,
     epoch: Option<i64>,
 ) -> Vec<Action> {
-    let store = if store_dir.join("layers").is_dir() {
-        kiln_store::Store::open(store_dir).ok()
-    } else {
-        None
-    };
+    let store = kiln_store::Store::open_read_only(store_dir).ok();
     let lock = kiln_debian::TreeLock::read_or_default(&tree.root.join(crate::build::LOCK_FILE))
         .unwrap_or_default();
     crate::keys::known_keys(plan, &lock, epoch)

@@ -35,6 +35,15 @@ fn commit_moves_the_stage_into_place() {
 }
 
 #[test]
+fn a_store_opened_to_read_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("store");
+    let store = Store::open_read_only(&missing).unwrap();
+    assert_eq!(store.get(&key(1)).unwrap(), None);
+    assert!(!missing.exists());
+}
+
+#[test]
 fn a_dropped_stage_is_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
@@ -194,6 +203,14 @@ fn a_stage_with_metadata_of_a_dead_process_is_swept() {
     .unwrap();
     // A live process's stage (ours) is left alone.
     let live = store.stage(&key(2)).unwrap();
+
+    // Opened to read, the store is left as it is, and reads the same.
+    let before = names(&tmp.path().join("stage"));
+    let reader = Store::open_read_only(tmp.path()).unwrap();
+    assert!(fake.exists());
+    assert_eq!(names(&tmp.path().join("stage")), before);
+    assert_eq!(reader.get(&key(1)).unwrap(), Some(layer.clone()));
+    assert_eq!(reader.get(&key(2)).unwrap(), None);
 
     let reopened = Store::open(tmp.path()).unwrap();
     assert!(!fake.exists());
