@@ -485,6 +485,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
         let root = stage.tree().to_path_buf();
         install_packages(ctx, id, &root, true, log)?;
         remove_packages(&v.settings.remove, &root, epoch_of(ctx, id), log)?;
+        let initramfs = initramfs_inputs(&root);
         kiln_layers::provision(
             &root,
             &image_dir,
@@ -494,6 +495,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
             &log_line,
         )
         .map_err(|e| chain(&e))?;
+        refresh_initramfs(ctx, id, &root, initramfs, log)?;
         boot_loader(ctx, id, &root, log)?;
         return Ok(stage);
     }
@@ -514,6 +516,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
             .map_err(|e| chain(&e))?;
         install_packages(ctx, id, &mnt, false, log)?;
         remove_packages(&v.settings.remove, &mnt, epoch_of(ctx, id), log)?;
+        let initramfs = initramfs_inputs(&mnt);
         kiln_layers::provision(
             &mnt,
             &image_dir,
@@ -523,6 +526,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
             &log_line,
         )
         .map_err(|e| chain(&e))?;
+        refresh_initramfs(ctx, id, &mnt, initramfs, log)?;
         boot_loader(ctx, id, &mnt, log)?;
         overlay.unmount().map_err(|e| StepError::build(chain(&e)))
     })();
@@ -703,6 +707,97 @@ fn install_packages(
             .map_err(|e| chain(&e))?;
     }
     Ok(())
+}
+
+/// Where an image configures its initramfs: what `initramfs-tools` reads
+/// when it builds one.
+const INITRAMFS_CONFIG: [&str; 3] = ["etc/initramfs-tools", "etc/modprobe.d", "etc/crypttab"];
+
+/// A digest of the root's initramfs configuration ([`INITRAMFS_CONFIG`]):
+/// names, types, modes and contents; `None` if the root has no
+/// `update-initramfs` or no initrd in `/boot`. Packages that change it
+/// rebuild the initrd themselves (dpkg triggers); provisioning does not.
+fn initramfs_inputs(root: &Path) -> Option<blake3::Hash> {
+    let has_tool = fs::symlink_metadata(root.join("usr/sbin/update-initramfs")).is_ok();
+    let has_initrd = fs::read_dir(root.join("boot")).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("initrd.img-")))
+    });
+    if !has_tool || !has_initrd || !fs::symlink_metadata(root.join("etc")).is_ok_and(|m| m.is_dir())
+    {
+        return None;
+    }
+    let mut hasher = blake3::Hasher::new();
+    for rel in INITRAMFS_CONFIG {
+        hash_tree(root, &root.join(rel), &mut hasher);
+    }
+    Some(hasher.finalize())
+}
+
+/// Adds `path` and, for a folder, everything in it (sorted by name) to
+/// `hasher`: name, mode, content or link target. Never follows a symbolic
+/// link: only the root's own files count.
+fn hash_tree(root: &Path, path: &Path, hasher: &mut blake3::Hasher) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    hasher.update(rel.as_os_str().as_encoded_bytes());
+    hasher.update(&[0]);
+    hasher.update(&meta.mode().to_le_bytes());
+    if meta.is_file() {
+        hasher.update(&fs::read(path).unwrap_or_default());
+    } else if meta.is_symlink() {
+        hasher.update(
+            fs::read_link(path)
+                .unwrap_or_default()
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
+    } else if meta.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(path)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+            .unwrap_or_default();
+        names.sort();
+        for name in names {
+            hash_tree(root, &path.join(name), hasher);
+        }
+    }
+    hasher.update(&[0xff]);
+}
+
+/// The `initramfs` step: when provisioning (files, rootfs, run scripts)
+/// changed the initramfs configuration, the image's own
+/// `update-initramfs -u -k all` rebuilds every initrd in `/boot`, as it
+/// would on a running system, so `initrd.img` and the disks boot with it.
+fn refresh_initramfs(
+    ctx: &Ctx<'_>,
+    id: usize,
+    root: &Path,
+    before: Option<blake3::Hash>,
+    log: &VariantLog,
+) -> Result<(), StepError> {
+    let Some(before) = before else {
+        return Ok(());
+    };
+    if initramfs_inputs(root) == Some(before) {
+        return Ok(());
+    }
+    let v = &ctx.plan.variants[id];
+    log.line(
+        "initramfs",
+        "the initramfs configuration changed: update-initramfs -u -k all",
+    );
+    ctx.reporter.step(&v.name, "initramfs");
+    let epoch = epoch_of(ctx, id).to_string();
+    kiln_dpkg::chroot::run(
+        root,
+        "initramfs",
+        &["/usr/sbin/update-initramfs", "-u", "-k", "all"],
+        &[("SOURCE_DATE_EPOCH", epoch.as_str())],
+        &mut |line| log.line("initramfs", line),
+    )
+    .map_err(|e| StepError::build(chain(&e)))
 }
 
 /// The `bootloader` step, for a variant with a disk that a PC BIOS boots:
