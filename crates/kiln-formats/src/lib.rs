@@ -56,7 +56,7 @@ pub use disk::{
 pub use error::Error;
 pub use ext4::Ext4Options;
 pub use flist::FlistOptions;
-pub use oci::{DEFAULT_PATH, OciOptions, rfc3339};
+pub use oci::{DEFAULT_PATH, OciOptions, is_docker_reference, rfc3339};
 pub use squashfs::{SquashfsCompression, SquashfsOptions};
 pub use tree::{Node, NodeKind, OPAQUE_XATTR, Tree, open_source};
 

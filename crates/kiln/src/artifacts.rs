@@ -265,6 +265,14 @@ fn oci_options(
         working_dir: c.workdir.clone(),
         user: c.user.clone(),
         labels: cx.settings.labels.clone(),
+        // `docker load` names the image `<variant>:<tag or latest>`; a
+        // name Docker cannot take leaves it untagged.
+        docker_reference: Some(format!(
+            "{}:{}",
+            cx.variant.to_ascii_lowercase(),
+            tag.as_deref().unwrap_or("latest")
+        ))
+        .filter(|r| kiln_formats::is_docker_reference(r)),
         ref_name: Some(tag.unwrap_or_else(|| cx.variant.to_owned())),
         compression,
         ..OciOptions::default()

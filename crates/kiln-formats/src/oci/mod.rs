@@ -1,5 +1,9 @@
 //! `oci` (an OCI image layout directory) and `oci.tar` (the same layout in
 //! one tar file, as `skopeo copy oci-archive:` and `podman load` read it).
+//! `oci.tar` also holds Docker's `manifest.json` beside `index.json`, as
+//! `docker save` (25 and later) writes it, so `docker load` of any version
+//! and `skopeo copy docker-archive:` read it too: the same blobs, named a
+//! second way.
 //!
 //! - One OCI layer per layer of the variant's stack, bottom first: the
 //!   bottom one a plain full root, every other one that layer's own
@@ -81,6 +85,10 @@ pub struct OciOptions {
     /// the variant's name. It must follow OCI's grammar (letters, digits,
     /// separated by one of `-._:@+`, `--` or `/`).
     pub ref_name: Option<String>,
+    /// The `REPOSITORY:TAG` that `oci.tar`'s Docker `manifest.json` tags
+    /// the image with (what `docker load` names it); `None`: untagged. See
+    /// [`is_docker_reference`].
+    pub docker_reference: Option<String>,
     /// How layers are compressed: gzip (default), zstd or none.
     pub compression: Compression,
 }
@@ -98,6 +106,7 @@ impl Default for OciOptions {
             user: None,
             labels: BTreeMap::new(),
             ref_name: None,
+            docker_reference: None,
             compression: Compression::GZIP,
         }
     }
@@ -106,9 +115,11 @@ impl Default for OciOptions {
 impl OciOptions {
     /// A stable description of the options and the writer's version.
     pub(crate) fn identity(&self) -> String {
+        // v2: `oci.tar` holds Docker's `manifest.json` too.
         format!(
-            "v1 {LAYER_VERSION} compression={} architecture={:?} variant={:?} os={:?} \
-             entrypoint={:?} cmd={:?} env={:?} working_dir={:?} user={:?} labels={:?} ref_name={:?}",
+            "v2 {LAYER_VERSION} compression={} architecture={:?} variant={:?} os={:?} \
+             entrypoint={:?} cmd={:?} env={:?} working_dir={:?} user={:?} labels={:?} ref_name={:?} \
+             docker_reference={:?}",
             self.compression.identity(),
             self.architecture,
             self.variant,
@@ -120,6 +131,7 @@ impl OciOptions {
             self.user,
             self.labels,
             self.ref_name,
+            self.docker_reference,
         )
     }
 
@@ -157,6 +169,13 @@ impl OciOptions {
                 "ref name `{r}` is not an OCI reference (letters and digits separated by one of `-._:@+`, `--` or `/`)"
             ));
         }
+        if let Some(r) = &self.docker_reference
+            && !is_docker_reference(r)
+        {
+            return Err(format!(
+                "`{r}` is not a Docker reference `REPOSITORY:TAG` (a lower-case repository, a tag of letters, digits, `_`, `.` and `-`)"
+            ));
+        }
         Ok(())
     }
 
@@ -170,6 +189,44 @@ impl OciOptions {
         env.extend(self.env.iter().cloned());
         env
     }
+}
+
+/// Whether `s` is a `REPOSITORY:TAG` Docker accepts: `/`-separated
+/// repository components of lower-case letters and digits joined by `.`,
+/// `_` or `-` (the first may be a registry host with a port), and a tag of
+/// up to 128 letters, digits, `_`, `.` and `-` not starting with `.` or
+/// `-`.
+#[must_use]
+pub fn is_docker_reference(s: &str) -> bool {
+    let Some((repository, tag)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.starts_with(['.', '-'])
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    let component = |c: &str| {
+        !c.is_empty()
+            && c.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && c.ends_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    };
+    let mut parts = repository.split('/');
+    let first = parts.next().unwrap_or_default();
+    // A registry host may carry a port (`registry.example:5000/team/app`).
+    let first_ok = match first.split_once(':') {
+        Some((host, port)) => {
+            repository.contains('/')
+                && component(host)
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => component(first),
+    };
+    tag_ok && first_ok && parts.all(component)
 }
 
 /// Whether `s` follows image-spec's grammar for
@@ -222,15 +279,18 @@ impl Writer for OciWriter {
             });
         }
         if !self.archive {
-            return write_layout(&self.options, input, dest);
+            return write_layout(&self.options, input, dest).map(|_| ());
         }
         let name = dest
             .file_name()
             .map_or_else(|| "oci".into(), |n| n.to_string_lossy().into_owned());
         let layout = dest.with_file_name(format!(".{name}.layout"));
         crate::remove_any(&layout)?;
-        let result = write_layout(&self.options, input, &layout)
-            .and_then(|()| write_archive(&layout, input.epoch, dest));
+        let result = write_layout(&self.options, input, &layout).and_then(|written| {
+            let manifest = docker_manifest(&written, self.options.docker_reference.as_deref());
+            write_file(&layout.join("manifest.json"), &manifest)?;
+            write_archive(&layout, input.epoch, dest)
+        });
         let _ = fs::remove_dir_all(&layout);
         result
     }
@@ -348,8 +408,14 @@ fn layer_blob(
     Ok(blob)
 }
 
+/// What Docker's `manifest.json` names: the config and layer blobs.
+struct Written {
+    config: String,
+    layers: Vec<String>,
+}
+
 /// Writes the image layout of `input` into the new folder `dir`.
-fn write_layout(options: &OciOptions, input: &Input<'_>, dir: &Path) -> Result<(), Error> {
+fn write_layout(options: &OciOptions, input: &Input<'_>, dir: &Path) -> Result<Written, Error> {
     create_dir(dir)?;
     create_dir(&dir.join("blobs"))?;
     let blobs = Blobs {
@@ -397,6 +463,10 @@ fn write_layout(options: &OciOptions, input: &Input<'_>, dir: &Path) -> Result<(
         history,
     };
     let config = blobs.put(image::CONFIG, &image::to_json(&config))?;
+    let written = Written {
+        config: config.digest.clone(),
+        layers: layers.iter().map(|l| l.digest.clone()).collect(),
+    };
     let manifest = Manifest {
         schema_version: 2,
         media_type: image::MANIFEST,
@@ -426,10 +496,32 @@ fn write_layout(options: &OciOptions, input: &Input<'_>, dir: &Path) -> Result<(
     };
     write_file(&dir.join("oci-layout"), &image::to_json(&layout))?;
     sync_dir(&blobs.dir)?;
-    sync_dir(&dir.join("blobs"))
+    sync_dir(&dir.join("blobs"))?;
+    Ok(written)
 }
 
-/// Writes the layout folder `layout` as a plain tar to `dest`: entries in
+/// Docker's `manifest.json` for the layout: one image, its config and
+/// layers by path, tagged `reference` (validated by
+/// [`OciOptions::validate`]) or untagged.
+fn docker_manifest(written: &Written, reference: Option<&str>) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        repo_tags: Vec<String>,
+        layers: Vec<String>,
+    }
+    let path = |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+    let entry = Entry {
+        config: path(&written.config),
+        repo_tags: reference.map(str::to_owned).into_iter().collect(),
+        layers: written.layers.iter().map(|d| path(d)).collect(),
+    };
+    image::to_json(&[entry])
+}
+
+/// Writes the layout folder `layout` (with Docker's `manifest.json`) as a
+/// plain tar to `dest`: entries in
 /// path order, no root entry, folders 0755 and files 0644, owned by 0:0,
 /// dated `epoch`.
 fn write_archive(layout: &Path, epoch: i64, dest: &Path) -> Result<(), Error> {
@@ -465,6 +557,7 @@ fn write_archive(layout: &Path, epoch: i64, dest: &Path) -> Result<(), Error> {
         nodes.push(file(&format!("blobs/sha256/{name}"))?);
     }
     nodes.push(file("index.json")?);
+    nodes.push(file("manifest.json")?);
     nodes.push(file("oci-layout")?);
     let file = File::create(dest).map_err(|e| Error::io("create", dest, e))?;
     let out = compressed(
@@ -488,6 +581,51 @@ mod tests {
         for bad in ["", "-a", "a-", "a/", "/a", "a b", "a---b", "a..b", "ü"] {
             assert!(!is_ref_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn docker_references_follow_dockers_grammar() {
+        for good in [
+            "vm:latest",
+            "team/vm:1.2",
+            "registry.example:5000/team/vm:v1_rc-2",
+            "a.b_c-d:X",
+        ] {
+            assert!(is_docker_reference(good), "{good}");
+        }
+        for bad in [
+            "vm",
+            "VM:latest",
+            "vm:",
+            "vm:-x",
+            "-vm:latest",
+            "vm:a+b",
+            "host:5000:latest",
+            "a//b:latest",
+            "vm@sha256:ab",
+        ] {
+            assert!(!is_docker_reference(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_manifest_names_blobs_and_tags() {
+        let written = Written {
+            config: format!("sha256:{}", "c".repeat(64)),
+            layers: vec![format!("sha256:{}", "a".repeat(64))],
+        };
+        let manifest = |r: Option<&str>| -> serde_json::Value {
+            serde_json::from_slice(&docker_manifest(&written, r)).unwrap()
+        };
+        assert_eq!(
+            manifest(Some("vm:latest")),
+            serde_json::json!([{
+                "Config": format!("blobs/sha256/{}", "c".repeat(64)),
+                "RepoTags": ["vm:latest"],
+                "Layers": [format!("blobs/sha256/{}", "a".repeat(64))],
+            }])
+        );
+        assert_eq!(manifest(None)[0]["RepoTags"], serde_json::json!([]));
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn options() -> OciOptions {
             ("org.example.a".into(), "1".into()),
         ]),
         ref_name: Some("kiln-test".into()),
+        docker_reference: Some("kiln-test:latest".into()),
         ..OciOptions::default()
     }
 }
@@ -363,9 +364,12 @@ fn skopeo_reads_the_archive_and_podman_loads_it() {
     sorted.sort_unstable();
     assert_eq!(names, sorted, "entries are sorted");
     assert_eq!(&names[..2], ["blobs/", "blobs/sha256/"]);
-    assert_eq!(&names[names.len() - 2..], ["index.json", "oci-layout"]);
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["index.json", "manifest.json", "oci-layout"]
+    );
     // 3 layers, the config and the manifest.
-    assert_eq!(names.len(), 2 + 5 + 2, "{listing}");
+    assert_eq!(names.len(), 2 + 5 + 3, "{listing}");
     for line in listing.lines() {
         assert!(line.contains(" 0/0 "), "owned by root: {line}");
         assert!(line.contains(" 2023-11-14 22:13:20 "), "dated: {line}");
@@ -390,6 +394,35 @@ fn skopeo_reads_the_archive_and_podman_loads_it() {
     let copy = l.path("copy");
     run(Command::new("skopeo")
         .args(["copy", "--quiet", &target])
+        .arg(format!("dir:{}", copy.display())));
+    // The same file read as a Docker archive (what `docker load` reads):
+    // the same config, the layers by their uncompressed digests (as Docker
+    // archives name them), tagged from the ref name. Copying it out
+    // decompresses every layer and checks it against those digests.
+    let docker = format!("docker-archive:{}", file.display());
+    let as_docker: Value =
+        serde_json::from_str(&run(Command::new("skopeo").args(["inspect", &docker]))).unwrap();
+    assert_eq!(
+        as_docker["Layers"], config["rootfs"]["diff_ids"],
+        "{as_docker}"
+    );
+    let docker_config: Value = serde_json::from_str(&run(
+        Command::new("skopeo").args(["inspect", "--config", &docker])
+    ))
+    .unwrap();
+    assert_eq!(docker_config, config);
+    let manifest: Value = serde_json::from_str(&run(Command::new("tar")
+        .args(["-xOf"])
+        .arg(&file)
+        .arg("manifest.json")))
+    .unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["kiln-test:latest"])
+    );
+    let copy = l.path("copy-docker");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", &docker])
         .arg(format!("dir:{}", copy.display())));
 
     if !is_root() {
@@ -676,6 +709,13 @@ fn what_oci_cannot_hold_is_refused() {
                 ..OciOptions::default()
             },
             "environment entry `NOVALUE` is not `NAME=value`",
+        ),
+        (
+            OciOptions {
+                docker_reference: Some("Vm:latest".into()),
+                ..OciOptions::default()
+            },
+            "`Vm:latest` is not a Docker reference `REPOSITORY:TAG` (a lower-case repository, a tag of letters, digits, `_`, `.` and `-`)",
         ),
     ] {
         let err = write_with(&Spec::OciTar(options), &stack, &[], 1, None, &dest)

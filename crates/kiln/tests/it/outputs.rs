@@ -477,6 +477,20 @@ fn oci_layouts_and_flists_of_a_child_share_their_base() {
     );
     let tagged = inspect(&format!("oci-archive:{}:v1", archive.display()), false);
     assert_eq!(layers(&tagged), layers(&app));
+    // Docker's manifest.json names it `<variant>:<tag>` for `docker load`.
+    let docker = Command::new("tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg("manifest.json")
+        .output()
+        .expect("tar");
+    let docker: serde_json::Value = serde_json::from_slice(&docker.stdout).expect("JSON");
+    assert_eq!(
+        docker[0]["RepoTags"],
+        serde_json::json!(["app:v1"]),
+        "{docker}"
+    );
+    inspect(&format!("docker-archive:{}", archive.display()), false);
     // The flists read back through kiln, from the store beside them.
     let app_flist = out.join(artifact(&m, "app", "flist")["path"].as_str().expect("path"));
     let store = out.join("flist-store");
