@@ -145,6 +145,33 @@ pub enum FlistCommand {
     Ls(FlistLsArgs),
     /// Write one regular file's content to stdout.
     Cat(FlistCatArgs),
+    /// Remove the blocks of a directory store that none of the given
+    /// flists names.
+    ///
+    /// Every build adds the blocks of its flists to the store; blocks of
+    /// old revisions stay. Name every flist whose blocks must stay (e.g.
+    /// `kiln flist gc out/*/*.flist`); the rest are removed, and so are
+    /// writers' leftover temporary files. Waits for builds writing to the
+    /// store. Try `--dry-run` first.
+    Gc(FlistGcArgs),
+}
+
+/// `kiln flist gc`.
+#[derive(Debug, Args)]
+pub struct FlistGcArgs {
+    /// The flists whose blocks are kept.
+    #[arg(required = true, value_name = "FLIST")]
+    pub flists: Vec<PathBuf>,
+    /// The directory store (default: the flists' own `dir://` route, which
+    /// must be the same for all).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Only say what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kiln flist ls`.

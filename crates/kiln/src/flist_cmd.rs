@@ -1,6 +1,7 @@
 //! `kiln flist ls|cat`: a `ThreeFold` flist read back through its block
 //! store, with kiln-formats' reader (every block checked against its id
-//! and key before use).
+//! and key before use); `kiln flist gc`: a store cleaned of the blocks no
+//! kept flist names.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -8,14 +9,93 @@ use std::path::Path;
 use kiln_formats::flist::{EntryKind, Flist};
 use serde::Serialize;
 
-use crate::cli::{FlistCatArgs, FlistCommand, FlistLsArgs};
+use crate::cli::{FlistCatArgs, FlistCommand, FlistGcArgs, FlistLsArgs};
 use crate::{Failure, Outcome};
 
 pub fn run(cmd: &FlistCommand) -> Outcome {
     match cmd {
         FlistCommand::Ls(args) => ls(args),
         FlistCommand::Cat(args) => cat(args),
+        FlistCommand::Gc(args) => gc(args),
     }
+}
+
+fn gc(args: &FlistGcArgs) -> Outcome {
+    let flists = args
+        .flists
+        .iter()
+        .map(|p| open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = match &args.store {
+        Some(dir) => dir.clone(),
+        None => {
+            let mut stores = Vec::new();
+            for (path, flist) in args.flists.iter().zip(&flists) {
+                match flist.dir_store().map_err(|e| failed(&e))? {
+                    Some(dir) => stores.push(dir),
+                    None => {
+                        return Err(Failure::Config(format!(
+                            "error: `{}` routes its blocks to no `dir://` store\n  help: name the folder that holds them with `--store DIR`\n",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            stores.dedup();
+            match stores.as_slice() {
+                [one] => one.clone(),
+                _ => {
+                    return Err(Failure::Config(format!(
+                        "error: the flists route their blocks to different stores ({})\n  help: clean one store at a time with `--store DIR`\n",
+                        stores
+                            .iter()
+                            .map(|s| format!("`{}`", s.display()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    if !store.is_dir() {
+        return Err(Failure::Config(format!(
+            "error: the store `{}` is not a folder\n",
+            store.display()
+        )));
+    }
+    let report =
+        kiln_formats::flist::gc_store(&store, &flists, args.dry_run).map_err(|e| failed(&e))?;
+    if args.json {
+        let v = serde_json::json!({
+            "store": store.display().to_string(),
+            "dry_run": args.dry_run,
+            "removed": report.removed, "freed": report.freed,
+            "kept": report.kept, "kept_bytes": report.kept_bytes,
+            "missing": report.missing,
+        });
+        return Ok(serde_json::to_string_pretty(&v).expect("plain data") + "\n");
+    }
+    let mut out = format!(
+        "{} {} blocks ({}), kept {} blocks ({}) of {} flists in `{}`\n",
+        if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
+        report.removed,
+        crate::store_cmd::mb(report.freed),
+        report.kept,
+        crate::store_cmd::mb(report.kept_bytes),
+        flists.len(),
+        store.display()
+    );
+    if report.missing > 0 {
+        out.push_str(&format!(
+            "warning: the flists name {} blocks the store does not hold; `kiln flist cat` of their files fails\n",
+            report.missing
+        ));
+    }
+    Ok(out)
 }
 
 fn open(path: &Path) -> Result<Flist, Failure> {

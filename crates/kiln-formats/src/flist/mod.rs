@@ -43,6 +43,8 @@
 //!
 //! The reader ([`Flist`]) lists entries and reads files back from a
 //! directory store, checking every block against its id and key.
+//! [`gc_store`] removes the blocks of a store that no kept flist names;
+//! writers and it coordinate through the store's [`LOCK_FILE`].
 //!
 //! Matched against rfs's sources (crate version 0.2.0): `schema/schema.sql`
 //! (the `block (ino, id, key)` form), `fungi/meta.rs` (column types and
@@ -73,6 +75,7 @@
 //! ```
 
 mod block;
+mod gc;
 mod read;
 mod write;
 
@@ -80,6 +83,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use block::{BLOCK_SIZE, BlockRef, block_path, decode_block, encode_block, fetch_block};
+pub use gc::{GcReport, LOCK_FILE, gc_store};
 pub use read::{Entry, EntryKind, Flist, Route};
 pub(crate) use write::FlistWriter;
 

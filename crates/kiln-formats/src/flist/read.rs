@@ -308,6 +308,26 @@ impl Flist {
             .collect()
     }
 
+    /// Every block id the flist names, once each.
+    pub fn block_ids(&self) -> Result<Vec<[u8; 32]>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("select distinct id from block order by id")
+            .map_err(self.db("read the blocks of"))?;
+        let rows: Vec<Vec<u8>> = stmt
+            .query_map([], |row| bytes(row, 0))
+            .map_err(self.db("read the blocks of"))?
+            .collect::<Result<_, _>>()
+            .map_err(self.db("read the blocks of"))?;
+        rows.into_iter()
+            .map(|id| {
+                id.as_slice()
+                    .try_into()
+                    .map_err(|_| self.malformed("a block id is not 32 bytes".to_owned()))
+            })
+            .collect()
+    }
+
     /// The routes, in table order.
     pub fn routes(&self) -> Result<Vec<Route>, Error> {
         let mut stmt = self

@@ -40,6 +40,9 @@ impl Writer for FlistWriter {
         }
         let store = &self.options.store_dir;
         std::fs::create_dir_all(store).map_err(|e| Error::io("create", store, e))?;
+        // Held until the flist naming the blocks is written: `gc_store`
+        // waits for it, so it never removes a block this flist reuses.
+        let _lock = super::gc::lock(store, false)?;
         let blocks = write_blocks(&tree, store, input.threads)?;
         // The blocks must be on disk before an flist naming them is.
         sync_store(store)?;

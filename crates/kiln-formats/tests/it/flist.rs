@@ -74,6 +74,10 @@ fn block_files(store: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     for shard in fs::read_dir(store).unwrap() {
         let shard = shard.unwrap().path();
+        // The store's lock file, or a file of someone else's.
+        if !shard.is_dir() {
+            continue;
+        }
         for file in fs::read_dir(&shard).unwrap() {
             let file = file.unwrap().path();
             let name = file.file_name().unwrap().to_str().unwrap().to_owned();
@@ -446,6 +450,62 @@ fn images_sharing_a_base_share_its_blocks() {
             .unwrap()
     };
     assert_eq!(ids("a.fl"), ids("b.fl"));
+}
+
+#[test]
+fn gc_keeps_exactly_the_blocks_of_the_kept_flists() {
+    let (dir, base) = fixture_stack();
+    let store = dir.path().join("store");
+    let options = FlistOptions::new(&store);
+    let own = |seed: u32| -> Vec<u8> {
+        (0..600_000u32)
+            .map(|i| (i.wrapping_mul(seed) >> 9) as u8)
+            .collect()
+    };
+    let a = stack_over(&base.layers[0], dir.path(), "a", &own(2_654_435_761));
+    let b = stack_over(&base.layers[0], dir.path(), "b", &own(40_503));
+    write(&a, &options, &dir.path().join("a.fl"), 2);
+    let only_a = block_files(&store);
+    write(&b, &options, &dir.path().join("b.fl"), 2);
+    let both = block_files(&store);
+    assert_eq!(both.len(), only_a.len() + 2);
+    // A dead writer's temporary file goes too; a file that is not the
+    // store's stays.
+    let shard = only_a.iter().next().unwrap().parent().unwrap().to_owned();
+    let partial = shard.join(".0000.1-0.partial");
+    fs::write(&partial, b"half a block").unwrap();
+    fs::write(store.join("NOTES"), b"mine").unwrap();
+    let fa = Flist::open(&dir.path().join("a.fl")).unwrap();
+    let fb = Flist::open(&dir.path().join("b.fl")).unwrap();
+
+    let all = kiln_formats::flist::gc_store(&store, &[fa, fb], false).unwrap();
+    assert_eq!(
+        (all.removed, all.kept, all.missing),
+        (1, both.len() as u64, 0)
+    );
+    assert!(!partial.exists());
+    assert_eq!(block_files(&store), both);
+
+    let fa = Flist::open(&dir.path().join("a.fl")).unwrap();
+    let dry = kiln_formats::flist::gc_store(&store, std::slice::from_ref(&fa), true).unwrap();
+    assert_eq!((dry.removed, dry.kept), (2, only_a.len() as u64));
+    assert_eq!(block_files(&store), both, "a dry run removes nothing");
+    let done = kiln_formats::flist::gc_store(&store, std::slice::from_ref(&fa), false).unwrap();
+    assert_eq!(done, dry);
+    assert!(done.freed > 0);
+    assert_eq!(block_files(&store), only_a);
+    assert_eq!(fs::read(store.join("NOTES")).unwrap(), b"mine");
+    // Everything of `a` still reads back; `b`'s own file does not.
+    for entry in fa.entries().unwrap() {
+        if entry.kind == EntryKind::File {
+            let content = fa.read_file(&entry.path, &store).unwrap();
+            assert_eq!(content.len() as u64, entry.size, "{}", entry.path);
+        }
+    }
+    let fb = Flist::open(&dir.path().join("b.fl")).unwrap();
+    assert!(fb.read_file("opt/b", &store).is_err());
+    let again = kiln_formats::flist::gc_store(&store, &[fa, fb], true).unwrap();
+    assert_eq!((again.removed, again.missing), (0, 2));
 }
 
 #[test]

@@ -500,13 +500,16 @@ fn oci_layouts_and_flists_of_a_child_share_their_base() {
     );
     assert_eq!(ls.code, 0, "{}", ls.stderr);
     assert!(ls.stdout.contains(" /usr/bin/busybox\n"), "{}", ls.stdout);
-    let cat = crate::flist_cat(t.path(), &app_flist, "/etc/app.conf", &store);
-    assert_eq!(
-        (cat.code, cat.stdout.as_str()),
-        (0, "one\n"),
-        "{}",
-        cat.stderr
-    );
+    let app_conf_reads_back = || {
+        let cat = crate::flist_cat(t.path(), &app_flist, "/etc/app.conf", &store);
+        assert_eq!(
+            (cat.code, cat.stdout.as_str()),
+            (0, "one\n"),
+            "{}",
+            cat.stderr
+        );
+    };
+    app_conf_reads_back();
     let missing = kiln(
         t.path(),
         &["flist", "cat", app_flist.to_str().expect("utf-8"), "/nope"],
@@ -540,9 +543,63 @@ fn oci_layouts_and_flists_of_a_child_share_their_base() {
     let run = build(&t, &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(walkdir_files(&store), stored);
+
+    // `kiln flist gc`: these flists route to a hub, so the store is named.
+    let (base_fl, app_fl) = (
+        base_flist.to_str().expect("utf-8"),
+        app_flist.to_str().expect("utf-8"),
+    );
+    let store_arg = store.to_str().expect("utf-8");
+    let gc = |args: &[&str]| {
+        let mut all = vec!["flist", "gc"];
+        all.extend_from_slice(args);
+        kiln(t.path(), &all)
+    };
+    let unnamed = gc(&[base_fl]);
+    assert_eq!(unnamed.code, 2, "{}", unnamed.stderr);
+    assert!(unnamed.stderr.contains("--store DIR"), "{}", unnamed.stderr);
+    // Keeping both flists removes nothing.
+    let dry = gc(&["--dry-run", "--json", "--store", store_arg, base_fl, app_fl]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let dry: serde_json::Value = serde_json::from_str(&dry.stdout).expect("JSON");
+    assert_eq!(
+        (dry["removed"].as_u64(), dry["kept"].as_u64()),
+        (Some(0), Some(stored as u64))
+    );
+    // Keeping only the base removes the child's own blocks...
+    let only_base = gc(&["--store", store_arg, base_fl]);
+    assert_eq!(only_base.code, 0, "{}", only_base.stderr);
+    let removed = walkdir_files(&store);
+    assert!(removed < stored, "{}", only_base.stdout);
+    assert!(
+        only_base
+            .stdout
+            .starts_with(&format!("removed {} blocks", stored - removed)),
+        "{}",
+        only_base.stdout
+    );
+    let cat = crate::flist_cat(t.path(), &app_flist, "/etc/app.conf", &store);
+    assert_eq!(cat.code, 1, "{}", cat.stderr);
+    let cat = crate::flist_cat(t.path(), &base_flist, "/etc/debian_version", &store);
+    assert_eq!(cat.code, 0, "{}", cat.stderr);
+    let warned = gc(&["--dry-run", "--store", store_arg, base_fl, app_fl]);
+    assert!(
+        warned.stdout.contains(&format!(
+            "warning: the flists name {} blocks the store does not hold",
+            stored - removed
+        )),
+        "{}",
+        warned.stdout
+    );
+    // ... and the next build, finding them gone, writes them again.
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(walkdir_files(&store), stored);
+    app_conf_reads_back();
 }
 
-/// How many files are below `dir`.
+/// How many files are below `dir`, not counting dot files (a store's
+/// lock file).
 fn walkdir_files(dir: &Path) -> usize {
     let mut n = 0;
     let mut pending = vec![dir.to_path_buf()];
@@ -550,7 +607,7 @@ fn walkdir_files(dir: &Path) -> usize {
         for e in fs::read_dir(&d).expect("read_dir").flatten() {
             if e.file_type().expect("type").is_dir() {
                 pending.push(e.path());
-            } else {
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
                 n += 1;
             }
         }
