@@ -179,9 +179,19 @@ pub fn spec_of(output: &OutputSpec, cx: &SpecContext<'_>) -> Result<Option<Spec>
         OutputFormat::Flist => {
             let store = text("store")
                 .map_or_else(|| cx.out_dir.join("flist-store"), |s| cx.tree_root.join(s));
+            // Without `url`, a store inside the tree is routed by its path
+            // there (`dir://out/flist-store`), as rfs resolves `dir://`
+            // paths from where it runs: no build path in the flist, so the
+            // tree gives the same flist wherever it is checked out.
+            let url = text("url").or_else(|| {
+                let relative = store.strip_prefix(cx.tree_root).ok()?;
+                let relative = relative.to_str()?.trim_start_matches("./");
+                (!relative.is_empty() && !relative.split('/').any(|c| c == ".."))
+                    .then(|| format!("dir://{relative}"))
+            });
             Spec::Flist(FlistOptions {
                 store_dir: store,
-                store_url: text("url"),
+                store_url: url,
                 tags: cx
                     .settings
                     .description

@@ -502,8 +502,7 @@ fn two_clean_builds_give_identical_disks_oci_layouts_and_flists() {
         return;
     }
     let image = "from = \"debian:bookworm\"\nvariant = \"essential\"\nkernel = true\n\
-                 outputs = [\"raw\", { format = \"qcow2\", firmware = \"uefi\" }, \"oci\", \
-                 { format = \"flist\", url = \"http://hub.example/store\" }]\n";
+                 outputs = [\"raw\", { format = \"qcow2\", firmware = \"uefi\" }, \"oci\", \"flist\"]\n";
     let mut sums: Vec<Vec<(String, String)>> = Vec::new();
     let mut lock: Option<String> = None;
     for _ in 0..2 {
@@ -540,6 +539,13 @@ fn two_clean_builds_give_identical_disks_oci_layouts_and_flists() {
         let raw = artifact(tree.path(), &m, "vm", "raw");
         let sum = run(Command::new("sha256sum").arg(&raw));
         assert!(sum.starts_with(&found[4].1), "{sum}");
+        // The default route names the store by its path in the tree, not
+        // where this tree happens to be: the two trees are in different
+        // folders and still give the same flist.
+        let route = run(Command::new("sqlite3")
+            .arg(artifact(tree.path(), &m, "vm", "flist"))
+            .arg("select url from route"));
+        assert_eq!(route.trim(), "dir://out/flist-store");
         sums.push(found);
         lock = Some(fs::read_to_string(tree.path().join("kiln.lock")).expect("kiln.lock"));
     }
