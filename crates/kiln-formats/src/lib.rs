@@ -207,9 +207,9 @@ impl Spec {
             Spec::OciTar(o) => format!("oci.tar {}", o.identity()),
             Spec::Flist(o) => format!("flist {}", o.identity()),
             Spec::Raw(o) => format!("raw {}", o.identity()),
-            Spec::Qcow2(o) => format!("qcow2 {}", o.identity()),
+            Spec::Qcow2(o) => format!("qcow2 {} tool={:?}", o.identity(), disk::qemu_img_version()),
             Spec::Vhd(o) => format!("vhd {}", o.identity()),
-            Spec::Vmdk(o) => format!("vmdk {}", o.identity()),
+            Spec::Vmdk(o) => format!("vmdk {} tool={:?}", o.identity(), disk::qemu_img_version()),
             Spec::BootFile(file) => format!("{} v1", file.name()),
         }
     }

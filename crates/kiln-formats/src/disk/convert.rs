@@ -20,6 +20,28 @@ use crate::error::Error;
 /// The extent's name in a VMDK's descriptor.
 pub(crate) const VMDK_EXTENT: &str = "disk.vmdk";
 
+/// The first line of `qemu-img --version` (`qemu-img version 10.0.2
+/// (Debian …)`), or `none`: part of the qcow2 and vmdk identities, since
+/// another qemu-img may write other bytes, so an artifact made by one is
+/// not reused under another. Asked once per process.
+pub(crate) fn qemu_img_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(|l| l.trim().to_owned())
+            })
+            .unwrap_or_else(|| "none".to_owned())
+    })
+}
+
 /// Converts the raw disk `raw` to `dest` in `format`.
 pub(crate) fn qemu_img(
     raw: &Path,

@@ -39,7 +39,8 @@
 //! raw disk, written to a temporary file beside the artifact, by
 //! `qemu-img convert` (the one external tool here: their output is
 //! deterministic but for the VMDK descriptor's random CID and its copy of
-//! the file name, which are rewritten); `vhd` is written natively (the
+//! the file name, which are rewritten; `qemu-img --version` is part of
+//! their identity, so another version makes them again); `vhd` is written natively (the
 //! raw disk and a fixed-disk footer, as Azure wants it), since
 //! `qemu-img`'s footer holds the time and a random UUID.
 //!
@@ -66,6 +67,7 @@ use crate::tree::Tree;
 use crate::{Input, Writer};
 
 pub use boot::GRUB_MKIMAGE;
+pub(crate) use convert::qemu_img_version;
 pub use kernel::BootFile;
 pub(crate) use kernel::BootFileWriter;
 use layout::{Ids, Layout, MIB};

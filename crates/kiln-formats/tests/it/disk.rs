@@ -1048,3 +1048,37 @@ fn qemu_boots_the_disk_with_a_bios_and_with_uefi() {
         assert!(out.contains(want), "{how}: no {want}:\n{tail}");
     }
 }
+
+/// qcow2 and vmdk come from qemu-img: its version is part of their
+/// identity (a stored artifact made by another version is made again);
+/// raw and vhd are kiln's own bytes and do not depend on it.
+#[test]
+fn qemu_img_version_is_part_of_the_converted_formats_identity() {
+    let options = DiskOptions::default();
+    let version = Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "none".to_owned(),
+            |o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            },
+        );
+    for spec in [Spec::Qcow2(options.clone()), Spec::Vmdk(options.clone())] {
+        let identity = spec.identity();
+        assert!(
+            identity.ends_with(&format!("tool={version:?}")),
+            "{identity}"
+        );
+    }
+    for spec in [Spec::Raw(options.clone()), Spec::Vhd(options)] {
+        assert!(!spec.identity().contains("qemu"), "{}", spec.identity());
+    }
+}
