@@ -124,16 +124,18 @@ pub enum Command {
     #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     Inspect(InspectArgs),
 
-    /// Read a `ThreeFold` flist back: list it, or print a file of it.
+    /// Read a `ThreeFold` flist back (list it, print a file of it) or clean its block store.
     ///
     /// Blocks are read from a directory store (`--store`, else the first
-    /// `dir://` route the flist records), each checked against its id and
-    /// key before it is decrypted.
+    /// `dir://` route the flist records, relative to the current folder
+    /// when it is relative, as rfs reads it), each checked against its id
+    /// and key before it is decrypted.
     ///
     /// Examples:
     ///   kiln flist ls out/vm/vm-r0.flist
     ///   kiln flist cat out/vm/vm-r0.flist /etc/os-release
     ///   kiln flist cat vm-r0.flist /usr/bin/busybox --store out/flist-store > busybox
+    ///   kiln flist gc --dry-run out/*/*.flist
     #[command(subcommand, after_help = EXIT_CODES, verbatim_doc_comment)]
     Flist(FlistCommand),
 }
