@@ -316,6 +316,20 @@ pub enum Error {
         .0.package, .0.other, .0.package, .0.kind, .0.relation, .0.added, .0.present
     )]
     Conflict(Box<Conflict>),
+    /// The resolver went back to earlier choices [`MAX_BACKTRACKS`] times
+    /// without finding a conflict-free set; `first` is the failure on
+    /// apt's own (greedy) path.
+    ///
+    /// [`MAX_BACKTRACKS`]: crate::resolve::MAX_BACKTRACKS
+    #[error(
+        "Failed to resolve the packages after trying {backtracks} other alternatives; the first failure was: {first}"
+    )]
+    GaveUp {
+        /// How many times it went back.
+        backtracks: usize,
+        /// The first failure met.
+        first: Box<Error>,
+    },
     /// A lock file could not be read or written.
     #[error("Failed to access lock file `{}`", path.display())]
     LockIo {

@@ -363,7 +363,7 @@ struct State<'a, 'r> {
 /// How many times [`State::solve`] may go back to an earlier choice before
 /// it gives up and reports the first failure. Real archives need none or a
 /// few; the bound keeps a pathological index from taking exponential time.
-const MAX_BACKTRACKS: usize = 10_000;
+pub(crate) const MAX_BACKTRACKS: usize = 10_000;
 
 /// A package whose dependencies are being installed.
 #[derive(Clone, Copy)]
@@ -691,12 +691,13 @@ impl<'a> State<'a, '_> {
     /// Where apt's greedy `MarkInstall` stops at a conflict, this search
     /// goes back to the most recent dependency that had another usable
     /// alternative and tries it, undoing everything chosen since. It is
-    /// chronological backtracking over the choices (not over versions:
-    /// only candidates and pins are installable), so it finds a
+    /// backtracking over the choices (not over versions: only candidates
+    /// and pins are installable), jumping over choices that cannot remove
+    /// the packages a failure involves, so it finds a
     /// conflict-free closure whenever one exists over those choices, and
     /// the greedy answer whenever the greedy answer works. If none exists
-    /// (or [`MAX_BACKTRACKS`] is used up) the first failure met is
-    /// reported: it is the one on apt's own path.
+    /// the first failure met is reported: it is the one on apt's own path
+    /// (wrapped in [`Error::GaveUp`] when [`MAX_BACKTRACKS`] ran out first).
     fn solve(&mut self, roots: &[Entry<'a>]) -> Result<(), Error> {
         let mut frames: Vec<Frame<'a>> = roots
             .iter()
@@ -719,14 +720,34 @@ impl<'a> State<'a, '_> {
             let mut group_error = None;
             let mut options = self.options(dep, &chain).into_iter();
             let mut chosen = None;
+            // Where the set must change for this group to succeed: the
+            // package that has the dependency, or a package that blocks a
+            // candidate, must go (the newest of them bounds the choices
+            // worth revisiting).
+            let mut culprit = self.position(parent);
             for option in options.by_ref() {
-                match option.and_then(|c| self.check_conflicts(c, &chain).map(|()| c)) {
-                    Ok(entry) => {
-                        chosen = Some(entry);
-                        break;
-                    }
+                let candidate = match option {
+                    Ok(candidate) => candidate,
                     Err(e) => {
                         group_error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                match self.conflict(candidate) {
+                    None => {
+                        chosen = Some(candidate);
+                        break;
+                    }
+                    Some((package, other, ..)) => {
+                        let present = if package == candidate.pkg.name {
+                            other
+                        } else {
+                            package
+                        };
+                        culprit = culprit.max(self.position(&present));
+                        if group_error.is_none() {
+                            group_error = self.check_conflicts(candidate, &chain).err();
+                        }
                     }
                 }
             }
@@ -759,7 +780,13 @@ impl<'a> State<'a, '_> {
                     }
                 })
             });
-            if backtracks == MAX_BACKTRACKS || !self.backtrack(&mut choices, &mut frames) {
+            if backtracks == MAX_BACKTRACKS && !choices.is_empty() {
+                return Err(Error::GaveUp {
+                    backtracks,
+                    first: Box::new(failure),
+                });
+            }
+            if !self.backtrack(&mut choices, &mut frames, culprit) {
                 return Err(failure);
             }
             backtracks += 1;
@@ -767,14 +794,23 @@ impl<'a> State<'a, '_> {
         }
     }
 
-    /// Goes back to the newest choice that has an alternative left that
+    /// Goes back to the newest choice made before the set held the
+    /// package at `culprit` (in `order`) that has an alternative left that
     /// fits, undoing what was chosen since; `false` if there is none.
+    /// Choices made later cannot remove that package, so they are dropped
+    /// without being tried (backjumping): a dependency nothing satisfies
+    /// fails at once instead of after every combination of unrelated
+    /// choices.
     fn backtrack(
         &mut self,
         choices: &mut Vec<ChoicePoint<'a>>,
         frames: &mut Vec<Frame<'a>>,
+        culprit: usize,
     ) -> bool {
         while let Some(mut point) = choices.pop() {
+            if point.trail > culprit {
+                continue;
+            }
             self.undo(point.trail);
             let Some(i) = self.pick(&point.candidates, point.next) else {
                 continue;
@@ -850,6 +886,15 @@ impl<'a> State<'a, '_> {
     /// set.
     fn pick(&self, candidates: &[Entry<'a>], from: usize) -> Option<usize> {
         (from..candidates.len()).find(|&i| self.conflict(candidates[i]).is_none())
+    }
+
+    /// Where `name` is in the order of marking (the length of the set
+    /// before it came); past the end if it is not in the set.
+    fn position(&self, name: &str) -> usize {
+        self.order
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or(self.order.len())
     }
 
     /// Unmarks everything marked after the first `len` packages.

@@ -116,6 +116,7 @@ fn is_request_error(e: &kiln_debian::Error) -> bool {
             | E::PinNotAvailable { .. }
             | E::Unsatisfiable { .. }
             | E::Conflict(_)
+            | E::GaveUp { .. }
             | E::InvalidRequest { .. }
             | E::InvalidArchitecture { .. }
             | E::InvalidSource { .. }

@@ -179,6 +179,45 @@ fn without_a_way_out_the_greedy_failure_is_reported() {
     insta::assert_snapshot!(err, @"Failed to install `e` together with `b`: `e` conflicts with `b` (adding `a -> e` to a set holding `a -> b`)");
 }
 
+/// `r` with 15 two-way choices before its last dependency, and what that
+/// last dependency is.
+fn fifteen_choices_then(last: &str, extra: &[String]) -> [PackageIndex; 1] {
+    let mut stanzas = extra.to_vec();
+    let mut depends: Vec<String> = (0..15).map(|i| format!("x{i} | y{i}")).collect();
+    depends.push(last.to_owned());
+    stanzas.push(stanza(
+        "r",
+        "1",
+        &format!("Depends: {}", depends.join(", ")),
+    ));
+    for i in 0..15 {
+        stanzas.push(stanza(&format!("x{i}"), "1", ""));
+        stanzas.push(stanza(&format!("y{i}"), "1", ""));
+    }
+    [index("s", &stanzas)]
+}
+
+#[test]
+fn a_dependency_nothing_satisfies_fails_without_trying_other_choices() {
+    // No choice can help `r -> missing`: the resolver jumps straight back
+    // past them instead of trying 2^15 combinations.
+    let idx = fifteen_choices_then("missing", &[]);
+    let err = resolve(&idx, &["r"]).unwrap_err();
+    insta::assert_snapshot!(err, @"Failed to resolve `r -> missing`: no version satisfies; available: none");
+}
+
+#[test]
+fn a_search_that_cannot_end_well_gives_up_and_says_so() {
+    // `z` conflicts with both ways of the last choice, and only that
+    // choice's packages are named as blocking: every combination of the
+    // choices before it is tried, more than the resolver's bound.
+    let idx = fifteen_choices_then("z", &[stanza("z", "1", "Conflicts: x14, y14")]);
+    let started = std::time::Instant::now();
+    let err = resolve(&idx, &["r"]).unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    insta::assert_snapshot!(err, @"Failed to resolve the packages after trying 10000 other alternatives; the first failure was: Failed to install `z` together with `x14`: `z` conflicts with `x14` (adding `r -> z` to a set holding `r -> x14`)");
+}
+
 #[test]
 fn conflict_names_both_packages() {
     let idx = [index(
