@@ -724,3 +724,115 @@ fn what_oci_cannot_hold_is_refused() {
         assert_eq!(err, format!("Failed to use the oci.tar options: {reason}"));
     }
 }
+
+/// A private `dockerd` (its own data root and socket, no networking),
+/// stopped when dropped.
+struct Dockerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Dockerd {
+    fn start(dir: &Path) -> Dockerd {
+        use std::os::unix::process::CommandExt as _;
+        let socket = dir.join("docker.sock");
+        let log = fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args(["--storage-driver", "vfs"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            // Its own process group: its containerd goes with it.
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let daemon = Dockerd { child, socket };
+        let started = std::time::Instant::now();
+        while daemon
+            .docker()
+            .arg("info")
+            .output()
+            .is_ok_and(|o| !o.status.success())
+        {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "dockerd did not start: {}",
+                fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        daemon
+    }
+
+    fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.arg("-H").arg(format!("unix://{}", self.socket.display()));
+        c
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pgid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// `oci.tar` carries Docker's `manifest.json`: a Docker daemon older than
+/// 25 (Debian bookworm's is 20.10), which reads no OCI archive, loads it,
+/// tagged, with the image's config and every layer.
+#[test]
+fn docker_loads_the_archive() {
+    if !is_root() {
+        eprintln!("SKIPPED: dockerd needs root here");
+        return;
+    }
+    if !have("dockerd") || !have("docker") {
+        return;
+    }
+    let l = layered();
+    let file = l.path("image.oci.tar");
+    write(&Spec::OciTar(options()), &l.stack, &file);
+    let daemon_dir = tempfile::Builder::new()
+        .prefix("kiln-dockerd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let daemon = Dockerd::start(daemon_dir.path());
+    let loaded = run(daemon.docker().args(["load", "-i"]).arg(&file));
+    assert!(
+        loaded.contains("Loaded image: kiln-test:latest"),
+        "{loaded}"
+    );
+    let image: Value = serde_json::from_str(&run(daemon.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .}}",
+        "kiln-test:latest",
+    ])))
+    .unwrap();
+    let target = format!("oci-archive:{}", file.display());
+    let config: Value = serde_json::from_str(&run(
+        Command::new("skopeo").args(["inspect", "--config", &target])
+    ))
+    .unwrap();
+    assert_eq!(
+        image["RootFS"]["Layers"], config["rootfs"]["diff_ids"],
+        "{image}"
+    );
+    assert_eq!(image["Config"]["User"], "1000:1000");
+    assert_eq!(
+        image["Config"]["Entrypoint"],
+        serde_json::json!(["/usr/bin/tool"])
+    );
+    assert_eq!(image["Architecture"], "amd64");
+}
