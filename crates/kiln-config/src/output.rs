@@ -129,6 +129,7 @@ impl OutputFormat {
         const EXT4: &[OptionSpec] = &[SIZE, HEADROOM, LABEL];
         const OCI: &[OptionSpec] = &[
             OptionSpec::new("tag", Text),
+            OptionSpec::new("repository", Text),
             OptionSpec::new("compression", OneOf(&["gzip", "zstd"])),
             LEVEL,
         ];

@@ -169,7 +169,13 @@ pub fn spec_of(output: &OutputSpec, cx: &SpecContext<'_>) -> Result<Option<Spec>
             label: text("label"),
         }),
         OutputFormat::Oci | OutputFormat::OciTar => {
-            let options = oci_options(cx, text("tag"), text("compression").as_deref(), level)?;
+            let options = oci_options(
+                cx,
+                text("tag"),
+                text("repository").as_deref(),
+                text("compression").as_deref(),
+                level,
+            )?;
             if output.format == OutputFormat::Oci {
                 Spec::Oci(options)
             } else {
@@ -245,12 +251,40 @@ pub fn needs_grub_core(settings: &ImageSettings) -> bool {
     })
 }
 
+/// What `docker load` names the image: `REPOSITORY:TAG`, the repository
+/// given (it must be one Docker takes) or the variant's name, the tag
+/// given or `latest`. Without a `repository`, a variant name or tag Docker
+/// cannot take leaves the image untagged rather than failing the build.
+fn docker_reference(
+    variant: &str,
+    repository: Option<&str>,
+    tag: Option<&str>,
+) -> Result<Option<String>, String> {
+    let tag = tag.unwrap_or("latest");
+    match repository {
+        Some(repository) => {
+            let reference = format!("{repository}:{tag}");
+            if kiln_formats::is_docker_reference(&reference) {
+                Ok(Some(reference))
+            } else {
+                Err(format!(
+                    "option `repository`: `{reference}` is not a Docker reference (a lower-case repository such as `registry.example/team/app`, a tag of letters, digits, `_`, `.` and `-`)"
+                ))
+            }
+        }
+        None => Ok(Some(format!("{}:{tag}", variant.to_ascii_lowercase()))
+            .filter(|r| kiln_formats::is_docker_reference(r))),
+    }
+}
+
 /// The OCI image options of a variant: its `container` table, labels and
-/// architecture; the tag (default: the variant's name) and compression
+/// architecture; the tag (default: the variant's name), the repository
+/// Docker's manifest names (default: the variant's name) and compression
 /// from the output's options.
 fn oci_options(
     cx: &SpecContext<'_>,
     tag: Option<String>,
+    repository: Option<&str>,
     compression: Option<&str>,
     level: Option<i64>,
 ) -> Result<OciOptions, String> {
@@ -275,14 +309,7 @@ fn oci_options(
         working_dir: c.workdir.clone(),
         user: c.user.clone(),
         labels: cx.settings.labels.clone(),
-        // `docker load` names the image `<variant>:<tag or latest>`; a
-        // name Docker cannot take leaves it untagged.
-        docker_reference: Some(format!(
-            "{}:{}",
-            cx.variant.to_ascii_lowercase(),
-            tag.as_deref().unwrap_or("latest")
-        ))
-        .filter(|r| kiln_formats::is_docker_reference(r)),
+        docker_reference: docker_reference(cx.variant, repository, tag.as_deref())?,
         ref_name: Some(tag.unwrap_or_else(|| cx.variant.to_owned())),
         compression,
         ..OciOptions::default()
@@ -560,5 +587,34 @@ fn remove_other_revisions(dir: &Path, variant: &str, ext: &str, keep: &str) {
         if is_revision && name != keep {
             let _ = remove_any(&entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::docker_reference;
+
+    #[test]
+    fn docker_names_come_from_repository_and_tag() {
+        assert_eq!(
+            docker_reference("web-bookworm", None, None),
+            Ok(Some("web-bookworm:latest".to_owned()))
+        );
+        assert_eq!(
+            docker_reference("Web", None, Some("v1")),
+            Ok(Some("web:v1".to_owned()))
+        );
+        assert_eq!(
+            docker_reference("web", Some("registry.example:5000/team/app"), Some("1.2")),
+            Ok(Some("registry.example:5000/team/app:1.2".to_owned()))
+        );
+        // A tag Docker cannot take: untagged by default, an error when a
+        // repository was asked for.
+        assert_eq!(docker_reference("web", None, Some("1.2+build")), Ok(None));
+        let err = docker_reference("web", Some("Team/App"), None).unwrap_err();
+        assert!(
+            err.starts_with("option `repository`: `Team/App:latest` is not a Docker reference"),
+            "{err}"
+        );
     }
 }

@@ -418,7 +418,7 @@ fn oci_layouts_and_flists_of_a_child_share_their_base() {
             "from = \"base\"\npackages = [\"busybox\"]\nfiles = [{ path = \"/etc/app.conf\", content = \"one\\n\" }]\n\
              labels = { \"org.example.role\" = \"app\" }\n\
              container = { entrypoint = [\"/bin/busybox\"], cmd = [\"sh\"], env = { APP = \"1\" }, workdir = \"/srv\", user = \"0:0\" }\n\
-             outputs = [\"oci\", { format = \"oci.tar\", tag = \"v1\" }, { format = \"flist\", url = \"http://hub.example/store\" }]\n",
+             outputs = [\"oci\", { format = \"oci.tar\", tag = \"v1\", repository = \"registry.example/team/app\" }, { format = \"flist\", url = \"http://hub.example/store\" }]\n",
         ),
     ]);
     let run = build(&t, &[]);
@@ -477,7 +477,7 @@ fn oci_layouts_and_flists_of_a_child_share_their_base() {
     );
     let tagged = inspect(&format!("oci-archive:{}:v1", archive.display()), false);
     assert_eq!(layers(&tagged), layers(&app));
-    // Docker's manifest.json names it `<variant>:<tag>` for `docker load`.
+    // Docker's manifest.json names it `<repository>:<tag>` for `docker load`.
     let docker = Command::new("tar")
         .arg("-xOf")
         .arg(&archive)
@@ -487,7 +487,7 @@ fn oci_layouts_and_flists_of_a_child_share_their_base() {
     let docker: serde_json::Value = serde_json::from_slice(&docker.stdout).expect("JSON");
     assert_eq!(
         docker[0]["RepoTags"],
-        serde_json::json!(["app:v1"]),
+        serde_json::json!(["registry.example/team/app:v1"]),
         "{docker}"
     );
     inspect(&format!("docker-archive:{}", archive.display()), false);
