@@ -428,15 +428,11 @@ fn blocks_present(spec: &Spec, artifact: &Path) -> bool {
     let Ok(flist) = kiln_formats::flist::Flist::open(artifact) else {
         return false;
     };
-    let Ok(entries) = flist.entries() else {
-        return false;
-    };
-    entries.iter().all(|entry| {
-        flist.blocks(entry.ino).is_ok_and(|blocks| {
-            blocks
-                .iter()
-                .all(|b| kiln_formats::flist::block_path(&options.store_dir, &b.id).is_file())
-        })
+    // One query for every block, each checked once however many files
+    // share it.
+    flist.block_ids().is_ok_and(|ids| {
+        ids.iter()
+            .all(|id| kiln_formats::flist::block_path(&options.store_dir, id).is_file())
     })
 }
 

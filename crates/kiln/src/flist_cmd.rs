@@ -4,7 +4,7 @@
 //! kept flist names.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kiln_formats::flist::{EntryKind, Flist};
 use serde::Serialize;
@@ -31,16 +31,9 @@ fn gc(args: &FlistGcArgs) -> Outcome {
         None => {
             let mut stores = Vec::new();
             for (path, flist) in args.flists.iter().zip(&flists) {
-                match flist.dir_store().map_err(|e| failed(&e))? {
-                    Some(dir) => stores.push(dir),
-                    None => {
-                        return Err(Failure::Config(format!(
-                            "error: `{}` routes its blocks to no `dir://` store\n  help: name the folder that holds them with `--store DIR`\n",
-                            path.display()
-                        )));
-                    }
-                }
+                stores.push(store_of(path, flist, None)?);
             }
+            stores.sort();
             stores.dedup();
             match stores.as_slice() {
                 [one] => one.clone(),
@@ -96,6 +89,20 @@ fn gc(args: &FlistGcArgs) -> Outcome {
         ));
     }
     Ok(out)
+}
+
+/// The directory store holding `flist`'s blocks: `explicit` (`--store`),
+/// else the flist's own `dir://` route.
+fn store_of(path: &Path, flist: &Flist, explicit: Option<&Path>) -> Result<PathBuf, Failure> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_path_buf());
+    }
+    flist.dir_store().map_err(|e| failed(&e))?.ok_or_else(|| {
+        Failure::Config(format!(
+            "error: `{}` routes its blocks to no `dir://` store\n  help: name the folder that holds them with `--store DIR`\n",
+            path.display()
+        ))
+    })
 }
 
 fn open(path: &Path) -> Result<Flist, Failure> {
@@ -223,15 +230,7 @@ fn cat(args: &FlistCatArgs) -> Outcome {
             kind_name(entry.kind).0
         )));
     }
-    let store = match &args.store {
-        Some(dir) => dir.clone(),
-        None => flist.dir_store().map_err(|e| failed(&e))?.ok_or_else(|| {
-            Failure::Config(format!(
-                "error: `{}` routes its blocks to no `dir://` store\n  help: name the folder that holds them with `--store DIR`\n",
-                args.flist.display()
-            ))
-        })?,
-    };
+    let store = store_of(&args.flist, &flist, args.store.as_deref())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     flist
