@@ -659,29 +659,38 @@ impl<'a> State<'a, '_> {
     fn check_conflicts(&self, entry: Entry<'a>, chain: &[&str]) -> Result<(), Error> {
         match self.conflict(entry) {
             None => Ok(()),
-            Some((package, other, kind, relation)) => {
-                let present_name = if package == entry.pkg.name {
-                    &other
-                } else {
-                    &package
-                };
-                let present = self
-                    .order
-                    .iter()
-                    .find(|n| **n == present_name.as_str())
-                    .map_or_else(|| vec![present_name.clone()], |n| self.chain_to(n));
-                let mut added: Vec<String> = chain.iter().map(|s| (*s).to_owned()).collect();
-                added.push(entry.pkg.name.clone());
-                Err(Error::Conflict(Box::new(Conflict {
-                    package,
-                    other,
-                    kind,
-                    relation,
-                    added: Chain(added),
-                    present: Chain(present),
-                })))
-            }
+            Some(found) => Err(self.conflict_error(entry, found, chain)),
         }
+    }
+
+    /// The error for `entry` (reached through `chain`) meeting the
+    /// conflict `found` that [`State::conflict`] gave.
+    fn conflict_error(
+        &self,
+        entry: Entry<'a>,
+        (package, other, kind, relation): (String, String, &'static str, String),
+        chain: &[&str],
+    ) -> Error {
+        let present_name = if package == entry.pkg.name {
+            &other
+        } else {
+            &package
+        };
+        let present = self
+            .order
+            .iter()
+            .find(|n| **n == present_name.as_str())
+            .map_or_else(|| vec![present_name.clone()], |n| self.chain_to(n));
+        let mut added: Vec<String> = chain.iter().map(|s| (*s).to_owned()).collect();
+        added.push(entry.pkg.name.clone());
+        Error::Conflict(Box::new(Conflict {
+            package,
+            other,
+            kind,
+            relation,
+            added: Chain(added),
+            present: Chain(present),
+        }))
     }
 
     /// Installs the dependencies of `roots` (already marked) depth-first,
@@ -720,11 +729,8 @@ impl<'a> State<'a, '_> {
             let mut group_error = None;
             let mut options = self.options(dep, &chain).into_iter();
             let mut chosen = None;
-            // Where the set must change for this group to succeed: the
-            // package that has the dependency, or a package that blocks a
-            // candidate, must go (the newest of them bounds the choices
-            // worth revisiting).
-            let mut culprit = self.position(parent);
+            // The packages in the set that block a candidate.
+            let mut blockers: Vec<String> = Vec::new();
             for option in options.by_ref() {
                 let candidate = match option {
                     Ok(candidate) => candidate,
@@ -733,22 +739,17 @@ impl<'a> State<'a, '_> {
                         continue;
                     }
                 };
-                match self.conflict(candidate) {
-                    None => {
-                        chosen = Some(candidate);
-                        break;
-                    }
-                    Some((package, other, ..)) => {
-                        let present = if package == candidate.pkg.name {
-                            other
-                        } else {
-                            package
-                        };
-                        culprit = culprit.max(self.position(&present));
-                        if group_error.is_none() {
-                            group_error = self.check_conflicts(candidate, &chain).err();
-                        }
-                    }
+                let Some(found) = self.conflict(candidate) else {
+                    chosen = Some(candidate);
+                    break;
+                };
+                blockers.push(if found.0 == candidate.pkg.name {
+                    found.1.clone()
+                } else {
+                    found.0.clone()
+                });
+                if group_error.is_none() {
+                    group_error = Some(self.conflict_error(candidate, found, &chain));
                 }
             }
             if let Some(entry) = chosen {
@@ -762,14 +763,17 @@ impl<'a> State<'a, '_> {
                         next: 0,
                     });
                 }
-                self.mark(entry, Some(parent));
-                frames.push(Frame {
-                    entry,
-                    next_dep: 0,
-                    root: false,
-                });
+                self.take(entry, parent, &mut frames);
                 continue;
             }
+            // Where the set must change for this group to succeed: the
+            // package that has the dependency, or a package that blocks a
+            // candidate, must go (the newest of them bounds the choices
+            // worth revisiting).
+            let culprit = blockers
+                .iter()
+                .map(|name| self.position(name))
+                .fold(self.position(parent), usize::max);
             let failure = first_error.take().unwrap_or_else(|| {
                 group_error.unwrap_or_else(|| {
                     let mut names: Vec<String> = chain.iter().map(|s| (*s).to_owned()).collect();
@@ -822,15 +826,21 @@ impl<'a> State<'a, '_> {
                 point.next = i + 1;
                 choices.push(point);
             }
-            self.mark(entry, Some(parent));
-            frames.push(Frame {
-                entry,
-                next_dep: 0,
-                root: false,
-            });
+            self.take(entry, parent, frames);
             return true;
         }
         false
+    }
+
+    /// Marks `entry`, chosen for a dependency of `parent`, and makes it the
+    /// innermost package, so its own dependencies come next.
+    fn take(&mut self, entry: Entry<'a>, parent: &'a str, frames: &mut Vec<Frame<'a>>) {
+        self.mark(entry, Some(parent));
+        frames.push(Frame {
+            entry,
+            next_dep: 0,
+            root: false,
+        });
     }
 
     /// The next dependency group of the innermost package that the set
