@@ -473,30 +473,10 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
         .parent
         .and_then(|p| ctx.epochs.lock().expect("not poisoned")[p]);
     ctx.epochs.lock().expect("not poisoned")[id] = ctx.settings.epoch.or(inherited);
-    let pctx = || kiln_layers::ProvisionContext {
-        image: v.image.clone(),
-        variant: v.name.clone(),
-        keys: v.keys.clone(),
-        packages: v.settings.packages.iter().map(|p| p.name.clone()).collect(),
-        source_date_epoch: Some(epoch_of(ctx, id)),
-    };
-    let log_line = |step: &str, line: &str| log.line(step, line);
     if matches!(v.settings.base, Base::Bootstrap { .. }) {
         let root = stage.tree().to_path_buf();
         install_packages(ctx, id, &root, true, log)?;
-        remove_packages(&v.settings.remove, &root, epoch_of(ctx, id), log)?;
-        let initramfs = initramfs_inputs(&root);
-        kiln_layers::provision(
-            &root,
-            &image_dir,
-            &ctx.tree.root,
-            &v.settings,
-            &pctx(),
-            &log_line,
-        )
-        .map_err(|e| chain(&e))?;
-        refresh_initramfs(ctx, id, &root, initramfs, log)?;
-        boot_loader(ctx, id, &root, log)?;
+        provision_root(ctx, id, &root, &image_dir, log)?;
         return Ok(stage);
     }
     // Over the parent's layers.
@@ -515,23 +495,44 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
         let overlay = kiln_layers::Overlay::mount(&stack, stage.tree(), &work, &mnt)
             .map_err(|e| chain(&e))?;
         install_packages(ctx, id, &mnt, false, log)?;
-        remove_packages(&v.settings.remove, &mnt, epoch_of(ctx, id), log)?;
-        let initramfs = initramfs_inputs(&mnt);
-        kiln_layers::provision(
-            &mnt,
-            &image_dir,
-            &ctx.tree.root,
-            &v.settings,
-            &pctx(),
-            &log_line,
-        )
-        .map_err(|e| chain(&e))?;
-        refresh_initramfs(ctx, id, &mnt, initramfs, log)?;
-        boot_loader(ctx, id, &mnt, log)?;
+        provision_root(ctx, id, &mnt, &image_dir, log)?;
         overlay.unmount().map_err(|e| StepError::build(chain(&e)))
     })();
     let _ = fs::remove_dir_all(&scratch);
     result.map(|()| stage)
+}
+
+/// What follows the packages, the same over a parent as for a bootstrap
+/// root: `remove`, provisioning, then `initramfs` (when provisioning
+/// changed its configuration) and `bootloader`.
+fn provision_root(
+    ctx: &Ctx<'_>,
+    id: usize,
+    root: &Path,
+    image_dir: &Path,
+    log: &VariantLog,
+) -> Result<(), StepError> {
+    let v = &ctx.plan.variants[id];
+    remove_packages(&v.settings.remove, root, epoch_of(ctx, id), log)?;
+    let initramfs = initramfs_inputs(root);
+    let pctx = kiln_layers::ProvisionContext {
+        image: v.image.clone(),
+        variant: v.name.clone(),
+        keys: v.keys.clone(),
+        packages: v.settings.packages.iter().map(|p| p.name.clone()).collect(),
+        source_date_epoch: Some(epoch_of(ctx, id)),
+    };
+    kiln_layers::provision(
+        root,
+        image_dir,
+        &ctx.tree.root,
+        &v.settings,
+        &pctx,
+        &|step: &str, line: &str| log.line(step, line),
+    )
+    .map_err(|e| chain(&e))?;
+    refresh_initramfs(ctx, id, root, initramfs, log)?;
+    boot_loader(ctx, id, root, log)
 }
 
 /// A variant's verified source and resolved packages (from `kiln.lock`
@@ -789,15 +790,13 @@ fn refresh_initramfs(
         "the initramfs configuration changed: update-initramfs -u -k all",
     );
     ctx.reporter.step(&v.name, "initramfs");
-    let epoch = epoch_of(ctx, id).to_string();
-    kiln_dpkg::chroot::run(
+    run_in_image(
         root,
         "initramfs",
         &["/usr/sbin/update-initramfs", "-u", "-k", "all"],
-        &[("SOURCE_DATE_EPOCH", epoch.as_str())],
-        &mut |line| log.line("initramfs", line),
+        epoch_of(ctx, id),
+        log,
     )
-    .map_err(|e| StepError::build(chain(&e)))
 }
 
 /// The `bootloader` step, for a variant with a disk that a PC BIOS boots:
@@ -814,13 +813,31 @@ fn boot_loader(ctx: &Ctx<'_>, id: usize, root: &Path, log: &VariantLog) -> Resul
         "mkdir -p /boot/grub/i386-pc && {}",
         kiln_formats::GRUB_MKIMAGE
     );
-    let epoch = epoch_of(ctx, id).to_string();
-    kiln_dpkg::chroot::run(
+    run_in_image(
         root,
         "bootloader",
         &["/bin/sh", "-c", &script],
+        epoch_of(ctx, id),
+        log,
+    )
+}
+
+/// Runs `argv` in the image's root (its own tools, `SOURCE_DATE_EPOCH`
+/// set), each output line logged under `step`.
+fn run_in_image(
+    root: &Path,
+    step: &str,
+    argv: &[&str],
+    epoch: i64,
+    log: &VariantLog,
+) -> Result<(), StepError> {
+    let epoch = epoch.to_string();
+    kiln_dpkg::chroot::run(
+        root,
+        step,
+        argv,
         &[("SOURCE_DATE_EPOCH", epoch.as_str())],
-        &mut |line| log.line("bootloader", line),
+        &mut |line| log.line(step, line),
     )
     .map_err(|e| StepError::build(chain(&e)))
 }
@@ -839,12 +856,7 @@ fn remove_packages(
     let mut argv = vec!["/usr/bin/dpkg", "--purge"];
     argv.extend(names.iter().map(String::as_str));
     log.line("remove", &format!("purging {}", names.join(" ")));
-    let epoch = epoch.to_string();
-    let env = [("SOURCE_DATE_EPOCH", epoch.as_str())];
-    kiln_dpkg::chroot::run(root, "remove", &argv, &env, &mut |line| {
-        log.line("remove", line);
-    })
-    .map_err(|e| StepError::build(chain(&e)))
+    run_in_image(root, "remove", &argv, epoch, log)
 }
 
 fn failure_text(f: Failure) -> StepError {
