@@ -8,7 +8,7 @@
 //! greedy choices first, going back to another alternative only where they
 //! end in a conflict. Does no I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -113,6 +113,13 @@ pub struct ResolvedPackage {
     pub suite: String,
     /// `Essential: yes`: its preinst runs first when a root is assembled.
     pub essential: bool,
+    /// Installed because it was asked for, not as a dependency: a package
+    /// of the request or the base set's roots, or of the essential set's
+    /// closure (which mmdebstrap installs with dpkg, before apt). apt's
+    /// "manually installed"; the others are recorded as automatically
+    /// installed in `/var/lib/apt/extended_states`, so `apt autoremove`
+    /// removes them once nothing needs them.
+    pub manual: bool,
 }
 
 impl ResolvedPackage {
@@ -319,13 +326,17 @@ impl<'a> Resolver<'a> {
             chosen: HashMap::new(),
             order: Vec::new(),
             parent: HashMap::new(),
+            before_apt: HashSet::new(),
         };
         let (essential, required) = self.base_names(request.base, request.base_suite.as_deref());
         // Like mmdebstrap: the essential set is installed (closure included)
         // first, then the required set together with the requested packages.
         let mut phases: Vec<Vec<&str>> = vec![essential, required];
         phases[1].extend(request.packages.iter().map(|p| p.name.as_str()));
-        for roots in phases {
+        for (phase, roots) in phases.into_iter().enumerate() {
+            if phase == 1 {
+                state.before_apt = state.chosen.keys().copied().collect();
+            }
             let mut marked = Vec::new();
             for name in roots {
                 if state.chosen.contains_key(name) {
@@ -358,6 +369,9 @@ struct State<'a, 'r> {
     chosen: HashMap<&'a str, Entry<'a>>,
     order: Vec<&'a str>,
     parent: HashMap<&'a str, Option<&'a str>>,
+    /// What the essential phase chose: installed as mmdebstrap's dpkg
+    /// step does, so never "automatically installed".
+    before_apt: HashSet<&'a str>,
 }
 
 /// How many times [`State::solve`] may go back to an earlier choice before
@@ -415,6 +429,8 @@ impl<'a> State<'a, '_> {
                 uri: e.index.uri.clone(),
                 suite: e.index.suite.clone(),
                 essential: e.pkg.essential,
+                manual: self.before_apt.contains(e.pkg.name.as_str())
+                    || self.parent.get(e.pkg.name.as_str()) == Some(&None),
             })
             .collect();
         packages.sort_by(|a, b| a.name.cmp(&b.name));

@@ -105,7 +105,7 @@ impl Writer for CpioWriter {
             )
             .map_err(wr)?;
             match &node.kind {
-                NodeKind::File { size, source } => copy_content(source, *size, &mut w)?,
+                NodeKind::File { size, source } => copy_content(source, *size, &mut w, dest)?,
                 NodeKind::Symlink { target } => w.write_all(target).map_err(wr)?,
                 _ => {}
             }

@@ -89,7 +89,7 @@ pub(crate) fn write_tar(
         if let Some(entry) = entry {
             entry.write_headers(&mut w).map_err(wr)?;
             if let NodeKind::File { size, source } = &node.kind {
-                copy_content(source, *size, &mut w)?;
+                copy_content(source, *size, &mut w, dest)?;
                 pad(&mut w).map_err(wr)?;
             }
         }
@@ -155,19 +155,38 @@ fn oci_entries(
 }
 
 /// Copies exactly `size` bytes of `source` (the size the tree recorded:
-/// a file that changed since is an error, not a corrupt archive).
-pub(crate) fn copy_content(source: &Path, size: u64, w: &mut impl Write) -> Result<(), Error> {
+/// a file that changed since is an error, not a corrupt archive) to `w`,
+/// the artifact `dest`: a failed read names the source, a failed write
+/// (a full disk) the artifact.
+pub(crate) fn copy_content(
+    source: &Path,
+    size: u64,
+    w: &mut impl Write,
+    dest: &Path,
+) -> Result<(), Error> {
     let mut f = open_source(source)?;
-    let copied = io::copy(&mut (&mut f).take(size), w).map_err(|e| Error::io("read", source, e))?;
-    if copied != size {
-        return Err(Error::io(
-            "read",
-            source,
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank while written",
-            ),
-        ));
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let n = match f.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(Error::io(
+                    "read",
+                    source,
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while written",
+                    ),
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", source, e)),
+        };
+        w.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", dest, e))?;
+        left -= n as u64;
     }
     Ok(())
 }

@@ -96,12 +96,26 @@ impl Store {
     /// `lock` must be the build lock of the stage's input. The parent, if
     /// given, must be in the store. An incomplete directory in the way is
     /// removed; a complete layer in the way is an error
-    /// ([`Error::LayerExists`]).
-    pub fn commit(
+    /// ([`Error::LayerExists`]): see [`Store::replace`].
+    pub fn commit(&self, lock: &BuildLock, stage: Stage, meta: NewLayer) -> Result<Layer, Error> {
+        self.commit_inner(lock, stage, meta, false)
+    }
+
+    /// As [`Store::commit`], but a complete layer in the way (a rebuild,
+    /// `kiln build --revise`) is exchanged with the new one in one atomic
+    /// `renameat2(RENAME_EXCHANGE)` and only then removed: at every moment
+    /// some complete layer is stored under the key, so the layers built
+    /// on it never lose their parent, whenever the process is killed.
+    pub fn replace(&self, lock: &BuildLock, stage: Stage, meta: NewLayer) -> Result<Layer, Error> {
+        self.commit_inner(lock, stage, meta, true)
+    }
+
+    fn commit_inner(
         &self,
         lock: &BuildLock,
         mut stage: Stage,
         meta: NewLayer,
+        replace: bool,
     ) -> Result<Layer, Error> {
         let input = stage.input;
         if lock.input != input {
@@ -144,22 +158,37 @@ impl Store {
         sync_fs(&stage.dir)?;
 
         let dest = self.layer_dir(&input);
+        let commit_err = |source| Error::Commit {
+            input,
+            path: dest.clone(),
+            source,
+        };
+        let mut exchanged = false;
         match layer::read(&dest, input)? {
-            Found::Absent => {}
-            Found::Incomplete(_) => self.discard(&dest)?,
+            Found::Absent => std::fs::rename(&stage.dir, &dest).map_err(commit_err)?,
+            Found::Incomplete(_) => {
+                self.discard(&dest)?;
+                std::fs::rename(&stage.dir, &dest).map_err(commit_err)?;
+            }
+            Found::Complete(_) if replace => {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &stage.dir,
+                    rustix::fs::CWD,
+                    &dest,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .map_err(|e| commit_err(e.into()))?;
+                exchanged = true;
+            }
             Found::Complete(_) => return Err(Error::LayerExists { input }),
         }
-        std::fs::rename(&stage.dir, &dest).map_err(|source| Error::Commit {
-            input,
-            path: dest.clone(),
-            source,
-        })?;
-        stage.committed = true;
-        sync_dir(&self.layers_dir()).map_err(|source| Error::Commit {
-            input,
-            path: dest.clone(),
-            source,
-        })?;
+        sync_dir(&self.layers_dir()).map_err(commit_err)?;
+        // After an exchange the stage holds the old layer: dropping it
+        // uncommitted removes it (and if this process dies first, the
+        // next `open` does).
+        stage.committed = !exchanged;
+        drop(stage);
         Ok(Layer {
             input,
             content: scan.digest,

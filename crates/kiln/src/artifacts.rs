@@ -510,13 +510,29 @@ fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
             let want = usize::try_from(end - from_off)
                 .unwrap_or(usize::MAX)
                 .min(1 << 30);
-            let n = rustix::fs::copy_file_range(
+            let n = match rustix::fs::copy_file_range(
                 &src,
                 Some(&mut from_off),
                 &dst,
                 Some(&mut to_off),
                 want,
-            )?;
+            ) {
+                Ok(n) => n,
+                // Across file systems (a cache on tmpfs, the output on
+                // disk), or where the kernel cannot: an ordinary copy.
+                Err(
+                    rustix::io::Errno::XDEV
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::OPNOTSUPP
+                    | rustix::io::Errno::INVAL,
+                ) => {
+                    let n = copy_range(&src, from_off, &dst, to_off, want)?;
+                    from_off += n as u64;
+                    to_off += n as u64;
+                    n
+                }
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -527,6 +543,22 @@ fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
         pos = end;
     }
     dst.sync_all()
+}
+
+/// Copies up to `len` bytes at `from_off` of `src` to `to_off` of `dst`
+/// with plain reads and writes; returns how many (0 at the end of `src`).
+fn copy_range(
+    src: &fs::File,
+    from_off: u64,
+    dst: &fs::File,
+    to_off: u64,
+    len: usize,
+) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len.min(1 << 20)];
+    let n = src.read_at(&mut buf, from_off)?;
+    dst.write_all_at(&buf[..n], to_off)?;
+    Ok(n)
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {

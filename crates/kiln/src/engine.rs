@@ -371,9 +371,9 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
             Ok(None) => {}
             Err(e) => return Status::Failed(chain(&e), false),
         }
-    } else if let Err(e) = ctx.store.remove(&lock) {
-        return Status::Failed(chain(&e), false);
     }
+    // `--revise`: the old layer stays until the new one replaces it (one
+    // atomic exchange), so its children never lose their parent.
     let log = match VariantLog::create(&out_dir) {
         Ok(l) => l,
         Err(e) => {
@@ -397,8 +397,13 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
                 crate::manifest::rfc3339(epoch)
             ),
         );
-        ctx.store
-            .commit(
+        let commit = if ctx.revise.contains(&id) {
+            Store::replace
+        } else {
+            Store::commit
+        };
+        commit(
+                ctx.store,
                 &lock,
                 stage,
                 kiln_store::NewLayer {

@@ -21,9 +21,6 @@ pub(super) fn cleanup(root: &RootDir, cleanup: &Cleanup, log: &Log<'_>) -> Resul
         let mut n = remove_children(root, "var/lib/apt/lists", &|name, _| {
             name == "lock" || name == "partial"
         })?;
-        n += remove_children(root, "var/cache/apt", &|name, kind| {
-            kind == FileType::Directory || !has_extension(name, "bin")
-        })?;
         n += remove_children(root, "var/cache/apt/archives", &|name, kind| {
             kind == FileType::Directory || !has_extension(name, "deb")
         })?;
@@ -88,6 +85,13 @@ pub(super) fn cleanup(root: &RootDir, cleanup: &Cleanup, log: &Log<'_>) -> Resul
     if cleanup.ssh_host_keys {
         ssh_host_keys(root, log)?;
     }
+    // apt's binary caches (`pkgcache.bin`, `srcpkgcache.bin`): made anew
+    // by the next apt command, never the same bytes twice; mmdebstrap
+    // removes them too.
+    let n = remove_children(root, "var/cache/apt", &|name, kind| {
+        kind == FileType::Directory || !has_extension(name, "bin")
+    })?;
+    report("apt caches", n);
     for rel in ALWAYS_REMOVED {
         if root.remove_all(rel)? {
             log(&format!("removed /{rel}"));

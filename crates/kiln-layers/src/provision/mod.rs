@@ -94,7 +94,7 @@ pub struct ProvisionReport {
 ///    layer leaves a whiteout in the upper directory: intended; files
 ///    already as wanted are not touched, so not copied up):
 ///    - `apt`: `/var/lib/apt/lists/*` but `lock` and `partial`,
-///      `/var/cache/apt/*.bin`, `/var/cache/apt/archives/*.deb`;
+///      `/var/cache/apt/archives/*.deb`;
 ///    - `docs`: `/usr/share/doc/*` except each package's `copyright` file
 ///      (licences ask for it to ship with the binaries; they are small)
 ///      and symbolic links (doc folders pointing at another package's);
@@ -115,7 +115,8 @@ pub struct ProvisionReport {
 ///      systemd gets `/etc/systemd/system/kiln-ssh-host-keys.service`,
 ///      required by `ssh.service`, which runs `ssh-keygen -A` at first
 ///      boot;
-///    - always: `/usr/sbin/policy-rc.d`, `/var/cache/ldconfig/aux-cache`
+///    - always: apt's binary caches `/var/cache/apt/*.bin`,
+///      `/usr/sbin/policy-rc.d`, `/var/cache/ldconfig/aux-cache`
 ///      (inode numbers and change times of one build), and the random
 ///      seeds `/var/lib/systemd/random-seed`, `/var/lib/urandom/random-seed`
 ///      removed.

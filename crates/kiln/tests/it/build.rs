@@ -383,3 +383,58 @@ fn ctrl_c_stops_the_build_and_leaves_nothing_behind() {
     let run = build(&t, &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped (even on failure).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Self {
+        std::fs::create_dir_all(at).expect("mkdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4g", "kiln-test", at.to_str().expect("utf-8")])
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount a tmpfs at {}", at.display());
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn cache_and_output_on_different_file_systems() {
+    if skip_end_to_end() {
+        return;
+    }
+    // The cache (layer store, artifacts) on a tmpfs, the output on the
+    // test's disk: artifacts cannot be copied with copy_file_range there.
+    let t = TestTree::new(&[
+        ("kiln.toml", "[output]\ndir = \"out\"\n"),
+        (
+            "img/image.toml",
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\noutputs = [\"dir\", \"tar\", \"squashfs\"]\n",
+        ),
+    ]);
+    let cache = cache_of(&t);
+    let _tmpfs = Tmpfs::mount(&cache);
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for format in ["tar", "squashfs"] {
+        let artifact = t.path().join(format!("out/img/img-r0.{format}"));
+        let size = std::fs::metadata(&artifact).map_or(0, |m| m.len());
+        assert!(size > 1 << 20, "{} is {size} bytes", artifact.display());
+    }
+    let listed = Command::new("tar")
+        .arg("-tf")
+        .arg(t.path().join("out/img/img-r0.tar"))
+        .output()
+        .expect("tar runs");
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("./usr/bin/dpkg"));
+    assert!(t.path().join("out/img/rootfs/usr/bin/dpkg").is_file());
+    assert_store_verifies(t.path(), &cache);
+}

@@ -327,40 +327,52 @@ fn sigkill_at_random_moments_leaves_a_store_that_verifies() {
     // A fixed sequence of pseudo-random delays (0-6 s) covers resolution,
     // download, unpack, configure, provisioning and commit across trials.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    for trial in 0..10 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = std::time::Duration::from_millis(seed % 6000);
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["build", ".", "--parallel", "2", "--cache-dir"])
-            .arg(&cache)
-            .current_dir(t.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("kiln starts");
-        std::thread::sleep(delay);
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-        // Whatever was interrupted, the store holds only complete layers.
-        let verify = kiln(
-            t.path(),
-            &[
-                "store",
-                "verify",
-                ".",
-                "--cache-dir",
-                cache.to_str().expect("utf-8"),
-            ],
-        );
-        assert_eq!(
-            verify.code, 0,
-            "trial {trial} (killed after {delay:?}): {}{}",
-            verify.stdout, verify.stderr
-        );
-    }
+    let mut kill_trials = |extra: &[&str], trials: u32, max_ms: u64| {
+        for trial in 0..trials {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let delay = std::time::Duration::from_millis(seed % max_ms);
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .args(["build", "."])
+                .args(extra)
+                .args(["--parallel", "2", "--cache-dir"])
+                .arg(&cache)
+                .current_dir(t.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("kiln starts");
+            std::thread::sleep(delay);
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+            // Whatever was interrupted, the store holds only complete layers.
+            let verify = kiln(
+                t.path(),
+                &[
+                    "store",
+                    "verify",
+                    ".",
+                    "--cache-dir",
+                    cache.to_str().expect("utf-8"),
+                ],
+            );
+            assert_eq!(
+                verify.code, 0,
+                "{extra:?} trial {trial} (killed after {delay:?}): {}{}",
+                verify.stdout, verify.stderr
+            );
+        }
+    };
+    kill_trials(&[], 10, 6000);
     let run = build(&t, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_store_verifies(t.path(), &cache);
+    assert!(actions(&t).iter().all(|(_, a)| a == "cached"));
+    // `--revise` rebuilds layers that others build on: killed at any
+    // moment, the children still find their parent.
+    kill_trials(&["--revise"], 8, 8000);
+    let run = build(&t, &["--revise"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_store_verifies(t.path(), &cache);
     assert!(actions(&t).iter().all(|(_, a)| a == "cached"));
