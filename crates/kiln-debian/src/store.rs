@@ -5,7 +5,7 @@
 //! and is re-verified before every use.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -44,25 +44,7 @@ fn cache_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 /// Writes `bytes` to `path` through a temporary file in the same directory
 /// and a rename, so readers never see a partial file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(cache_err(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .map_err(cache_err(dir))?;
-    tmp.write_all(bytes).map_err(cache_err(tmp.path()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(cache_err(tmp.path()))?;
-    }
-    tmp.as_file().sync_all().map_err(cache_err(path))?;
-    tmp.persist(path).map_err(|e| Error::Cache {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
+    kiln_store::write_atomic(path, bytes, 0o644).map_err(cache_err(path))
 }
 
 /// Reads `path` if it exists and its SHA256 and size match; a file that

@@ -50,6 +50,58 @@ pub(crate) fn read_status(path: &Path) -> Result<Vec<Stanza>, Error> {
     })
 }
 
+/// A package a dpkg `status` file lists as installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledPackage {
+    /// `Package`.
+    pub name: String,
+    /// `Version`.
+    pub version: String,
+    /// `Architecture` (empty if the stanza has none).
+    pub architecture: String,
+    /// The source package's name, when it differs from the package's.
+    pub source: Option<String>,
+    /// `Installed-Size`, in KiB (0 if absent).
+    pub installed_size_kib: u64,
+}
+
+/// The installed packages of a `status` file's text, sorted by name and
+/// architecture: those whose `Status` ends in `installed` (whatever the
+/// selection: `install`, `hold`, `deinstall`), as `dpkg-query` reports
+/// them; removed (`config-files`), half-installed or unpacked packages are
+/// left out. Errs with the reason if the text is not a control file.
+pub fn installed_packages(status: &str) -> Result<Vec<InstalledPackage>, String> {
+    let mut out = Vec::new();
+    for stanza in control::parse_all(status)? {
+        let installed = stanza
+            .get("Status")
+            .and_then(|s| s.split_whitespace().nth(2))
+            == Some("installed");
+        let (true, Some(name), Some(version)) =
+            (installed, stanza.get("Package"), stanza.get("Version"))
+        else {
+            continue;
+        };
+        let source = stanza
+            .get("Source")
+            .and_then(|s| s.split_whitespace().next())
+            .filter(|s| *s != name)
+            .map(str::to_owned);
+        out.push(InstalledPackage {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            architecture: stanza.get("Architecture").unwrap_or_default().to_owned(),
+            source,
+            installed_size_kib: stanza
+                .get("Installed-Size")
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0),
+        });
+    }
+    out.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+    Ok(out)
+}
+
 /// The status stanza of a package just unpacked.
 pub(crate) fn unpacked_stanza(deb: &Deb, conffiles: &[(String, String)]) -> Stanza {
     let mut stanza = deb.control.clone();
@@ -290,5 +342,23 @@ mod tests {
         let parsed = control::parse_all(&text).unwrap();
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[1].get("Status"), Some("install ok installed"));
+    }
+
+    #[test]
+    fn installed_packages_are_those_dpkg_query_reports() {
+        let status = "Package: a\nStatus: install ok installed\nVersion: 1:2.0-1\nArchitecture: amd64\nInstalled-Size: 12\nSource: asrc (1)\nDescription: x\n more\n\n\
+                      Package: b\nStatus: deinstall ok config-files\nVersion: 1\nArchitecture: all\n\n\
+                      Package: c\nStatus: hold ok installed\nVersion: 3\nArchitecture: all\nSource: c\n\n\
+                      Package: d\nStatus: install ok unpacked\nVersion: 1\n";
+        let p = super::installed_packages(status).unwrap();
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(p[0].source.as_deref(), Some("asrc"));
+        assert_eq!(p[0].installed_size_kib, 12);
+        assert_eq!(
+            p[1].source, None,
+            "a source named as the package is no other source"
+        );
+        assert!(super::installed_packages("Package a\n").is_err());
     }
 }

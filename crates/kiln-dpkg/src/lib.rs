@@ -57,6 +57,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub use database::{InstalledPackage, installed_packages};
 pub use deb::{Compression, ControlFile, Deb, read_deb};
 pub use error::Error;
 pub use unpack::Root;

@@ -45,6 +45,7 @@ mod oci;
 mod squashfs;
 mod tar;
 mod tree;
+pub mod writer_cache;
 
 use std::fs;
 use std::path::{Path, PathBuf};

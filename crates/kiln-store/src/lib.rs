@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod artifact;
+mod atomic;
 mod digest;
 mod error;
 mod gc;
@@ -54,6 +55,7 @@ mod usage;
 mod verify;
 
 pub use artifact::{ArtifactMeta, StoredArtifact, sha256_of};
+pub use atomic::write_atomic;
 pub use digest::{ContentDigest, InputKey};
 pub use error::Error;
 pub use gc::{GcPolicy, GcReport};

@@ -13,6 +13,8 @@
 #![deny(missing_docs)]
 #![allow(clippy::missing_panics_doc)]
 
+pub mod require;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

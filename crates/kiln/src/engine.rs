@@ -403,16 +403,16 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
             Store::commit
         };
         commit(
-                ctx.store,
-                &lock,
-                stage,
-                kiln_store::NewLayer {
-                    variant: v.name.clone(),
-                    parent,
-                    epoch: Some(epoch),
-                },
-            )
-            .map_err(|e| StepError::build(chain(&e)))
+            ctx.store,
+            &lock,
+            stage,
+            kiln_store::NewLayer {
+                variant: v.name.clone(),
+                parent,
+                epoch: Some(epoch),
+            },
+        )
+        .map_err(|e| StepError::build(chain(&e)))
     });
     drop(lock);
     match result
@@ -627,7 +627,7 @@ fn install_packages(
     let installed = if bootstrap {
         BTreeSet::new()
     } else {
-        installed_packages(root)
+        installed_packages(root)?
     };
     let wanted: Vec<kiln_debian::ResolvedPackage> = set
         .packages
@@ -698,19 +698,25 @@ fn install_packages(
         kiln_dpkg::Event::Unpacked { .. } => {}
     };
     let report = if bootstrap {
-        kiln_dpkg::bootstrap(root, &debs, &options, &on_event)
+        Some(kiln_dpkg::bootstrap(root, &debs, &options, &on_event))
     } else if debs.is_empty() {
-        return Ok(());
+        None
     } else {
-        kiln_dpkg::install(root, &debs, &options, &on_event)
+        Some(kiln_dpkg::install(root, &debs, &options, &on_event))
     };
-    let report = report.map_err(|e| chain(&e))?;
-    for (phase, took) in &report.timings {
-        log.line("packages", &format!("{phase}: {:.2}s", took.as_secs_f64()));
+    if let Some(report) = report {
+        let report = report.map_err(|e| chain(&e))?;
+        for (phase, took) in &report.timings {
+            log.line("packages", &format!("{phase}: {:.2}s", took.as_secs_f64()));
+        }
     }
+    // apt's auto-installed marks, as `apt-get install` would leave them.
+    kiln_debian::target::record_auto_installed(root, &set, &installed, &v.settings.arch)
+        .map_err(|e| chain(&e))?;
     if bootstrap {
         kiln_debian::target::configure_apt(root, apt_sources, source.indexes())
             .map_err(|e| chain(&e))?;
+        kiln_debian::target::write_base_files(root).map_err(|e| chain(&e))?;
     }
     Ok(())
 }
@@ -875,21 +881,18 @@ fn failure_text(f: Failure) -> StepError {
     }
 }
 
-/// Names of the packages a root's dpkg database lists as installed.
-fn installed_packages(root: &Path) -> BTreeSet<String> {
-    let Ok(status) = fs::read_to_string(root.join("var/lib/dpkg/status")) else {
-        return BTreeSet::new();
+/// Names of the packages a root's dpkg database lists as installed (none
+/// if it has no database).
+fn installed_packages(root: &Path) -> Result<BTreeSet<String>, StepError> {
+    let path = root.join("var/lib/dpkg/status");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) => return Err(format!("failed to read `{}`: {e}", path.display()).into()),
     };
-    status
-        .split("\n\n")
-        .filter(|stanza| stanza.lines().any(|l| l == "Status: install ok installed"))
-        .filter_map(|stanza| {
-            stanza
-                .lines()
-                .find_map(|l| l.strip_prefix("Package: "))
-                .map(str::to_string)
-        })
-        .collect()
+    let packages = kiln_dpkg::installed_packages(&text)
+        .map_err(|reason| format!("`{}` is not a dpkg status file: {reason}", path.display()))?;
+    Ok(packages.into_iter().map(|p| p.name).collect())
 }
 
 /// Writes the variant's `dir` output (`OUT/<variant>/rootfs`) when asked
@@ -1018,6 +1021,8 @@ fn outputs(ctx: &Ctx<'_>, id: usize) -> Result<(), StepError> {
                 .map(|_| text)
         })
         .map(|t| crate::manifest::installed_packages(&t))
+        .transpose()
+        .map_err(|reason| format!("{}: the dpkg status file: {reason}", v.name))?
         .unwrap_or_default();
     let parent = v.parent.map(|p| ctx.plan.variants[p].name.clone());
     let parent_key = v

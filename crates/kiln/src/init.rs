@@ -1,9 +1,5 @@
 //! `kiln init`: writes the bundled example tree (`examples/basic`).
 
-use std::fs;
-use std::io::Write;
-use std::path::Path;
-
 use crate::cli::InitArgs;
 use crate::{Failure, Outcome};
 
@@ -56,7 +52,7 @@ pub fn run(args: &InitArgs) -> Outcome {
     let mut order: Vec<&(&str, &str, u32)> = FILES.iter().filter(|f| f.0 != "kiln.toml").collect();
     order.extend(FILES.iter().filter(|f| f.0 == "kiln.toml"));
     for (rel, content, mode) in order {
-        write_atomic(&dir.join(rel), content.as_bytes(), *mode).map_err(|e| {
+        kiln_store::write_atomic(&dir.join(rel), content.as_bytes(), *mode).map_err(|e| {
             Failure::Build(format!(
                 "error: failed to write `{}`: {e}\n",
                 dir.join(rel).display()
@@ -68,18 +64,4 @@ pub fn run(args: &InitArgs) -> Outcome {
         dir.display(),
         dir.display()
     ))
-}
-
-/// Writes a file through a temporary file in the same folder and a rename.
-fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
-    tmp.write_all(content)?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -146,60 +145,22 @@ pub fn revision(previous: Option<&VariantEntry>, format: &str, sha256: &str) -> 
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let temp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&temp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    kiln_store::write_atomic(path, bytes, 0o644)
 }
 
-/// The installed packages of a dpkg `status` file, sorted by name.
-#[must_use]
-pub fn installed_packages(status: &str) -> Vec<PackageEntry> {
-    let mut out = Vec::new();
-    for stanza in status.split("\n\n") {
-        let field = |name: &str| {
-            stanza
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map(|v| v.trim().to_owned())
-        };
-        if !field("Status").is_some_and(|s| s.ends_with(" installed")) {
-            continue;
-        }
-        let (Some(name), Some(version)) = (field("Package"), field("Version")) else {
-            continue;
-        };
-        let source = field("Source")
-            .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned())
-            .filter(|s| *s != name);
-        out.push(PackageEntry {
-            name,
-            version,
-            architecture: field("Architecture").unwrap_or_default(),
-            source,
-            installed_size_kib: field("Installed-Size")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-        });
-    }
-    out.sort_by(|a, b| {
-        a.name
-            .cmp(&b.name)
-            .then(a.architecture.cmp(&b.architecture))
-    });
-    out
+/// The installed packages of a dpkg `status` file, sorted by name; errs
+/// with the reason if it is not a control file.
+pub fn installed_packages(status: &str) -> Result<Vec<PackageEntry>, String> {
+    Ok(kiln_dpkg::installed_packages(status)?
+        .into_iter()
+        .map(|p| PackageEntry {
+            name: p.name,
+            version: p.version,
+            architecture: p.architecture,
+            source: p.source,
+            installed_size_kib: p.installed_size_kib,
+        })
+        .collect())
 }
 
 /// `secs` since the Unix epoch as RFC 3339 in UTC (the formula OCI image
@@ -335,15 +296,5 @@ mod tests {
         assert_eq!(revision(Some(&entry("a", 3)), "squashfs", "a"), 3);
         assert_eq!(revision(Some(&entry("a", 3)), "squashfs", "b"), 4);
         assert_eq!(revision(Some(&entry("a", 3)), "tar", "b"), 0);
-    }
-
-    #[test]
-    fn installed_packages_skips_removed_ones() {
-        let status = "Package: a\nStatus: install ok installed\nVersion: 1:2.0-1\nArchitecture: amd64\nInstalled-Size: 12\nSource: asrc (1)\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 1\nArchitecture: all\n";
-        let p = installed_packages(status);
-        assert_eq!(p.len(), 1);
-        assert_eq!(p[0].name, "a");
-        assert_eq!(p[0].source.as_deref(), Some("asrc"));
-        assert_eq!(p[0].installed_size_kib, 12);
     }
 }

@@ -82,10 +82,7 @@ fn to_apt(s: &PackageSource, suites: Vec<String>, key_dir: &Path) -> std::io::Re
 fn inline_key(armored: &str, key_dir: &Path) -> std::io::Result<PathBuf> {
     let path = key_dir.join(format!("{}.asc", blake3::hash(armored.as_bytes()).to_hex()));
     if !path.exists() {
-        std::fs::create_dir_all(key_dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(key_dir)?;
-        std::io::Write::write_all(&mut tmp, armored.as_bytes())?;
-        tmp.persist(&path).map_err(|e| e.error)?;
+        kiln_store::write_atomic(&path, armored.as_bytes(), 0o644)?;
     }
     Ok(path)
 }

@@ -14,9 +14,12 @@ pub fn run(cmd: &StoreCommand, style: Style) -> Outcome {
     }
 }
 
-/// The store, and the layers the tree's current plan references (none when
-/// `DIR` holds no tree).
-fn open(args: &StoreArgs, style: Style) -> Result<(Store, Vec<InputKey>), Failure> {
+/// The store, the layers the tree's current plan references (none when
+/// `DIR` holds no tree) and the cache folder holding the store.
+fn open(
+    args: &StoreArgs,
+    style: Style,
+) -> Result<(Store, Vec<InputKey>, std::path::PathBuf), Failure> {
     let has_tree = args.dir.join(kiln_config::tree::ROOT_FILE).exists();
     let (cache, referenced) = if has_tree {
         let (tree, plan) =
@@ -41,7 +44,7 @@ fn open(args: &StoreArgs, style: Style) -> Result<(Store, Vec<InputKey>), Failur
     };
     let store = Store::open(&cache.join("store"))
         .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;
-    Ok((store, referenced))
+    Ok((store, referenced, cache))
 }
 
 pub(crate) fn mb(bytes: u64) -> String {
@@ -49,7 +52,7 @@ pub(crate) fn mb(bytes: u64) -> String {
 }
 
 fn du(args: &StoreArgs, style: Style) -> Outcome {
-    let (store, referenced) = open(args, style)?;
+    let (store, referenced, _) = open(args, style)?;
     let usage = store
         .du(&referenced)
         .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;
@@ -102,19 +105,32 @@ fn du(args: &StoreArgs, style: Style) -> Outcome {
 }
 
 fn gc(args: &GcArgs, style: Style) -> Outcome {
-    let (store, referenced) = open(&args.store, style)?;
+    let (store, referenced, cache) = open(&args.store, style)?;
     let policy = GcPolicy {
         keep_last: args.keep_last,
         max_size: args.max_size,
     };
-    let report = store
-        .gc(&referenced, &policy)
-        .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;
+    let failed =
+        |e: &dyn std::error::Error| Failure::Build(format!("error: {}\n", crate::build::chain(e)));
+    let report = store.gc(&referenced, &policy).map_err(|e| failed(&e))?;
+    // The writers' caches: what no layer still here was written with.
+    let oldest = store
+        .layers()
+        .map_err(|e| failed(&e))?
+        .iter()
+        .map(|l| l.meta.created)
+        .min()
+        .map(|secs| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0).unsigned_abs())
+        });
+    let caches =
+        kiln_formats::writer_cache::gc(&cache.join("blocks"), oldest).map_err(|e| failed(&e))?;
     if args.store.json {
         let v = serde_json::json!({
             "removed": report.removed.iter().map(|l| serde_json::json!({"input": l.input.to_hex(), "variant": l.meta.variant})).collect::<Vec<_>>(),
             "in_use": report.in_use.iter().map(kiln_store::InputKey::to_hex).collect::<Vec<_>>(),
             "freed": report.freed, "size_before": report.size_before, "size_after": report.size_after,
+            "writer_caches": {"removed": caches.removed, "freed": caches.freed, "kept": caches.kept, "kept_bytes": caches.kept_bytes},
         });
         return Ok(format!(
             "{}\n",
@@ -138,11 +154,18 @@ fn gc(args: &GcArgs, style: Style) -> Outcome {
         mb(report.freed),
         mb(report.size_after)
     ));
+    out.push_str(&format!(
+        "writer caches: {} entries removed ({} freed), {} kept ({})\n",
+        caches.removed,
+        mb(caches.freed),
+        caches.kept,
+        mb(caches.kept_bytes)
+    ));
     Ok(out)
 }
 
 fn verify(args: &StoreArgs, style: Style) -> Outcome {
-    let (store, _) = open(args, style)?;
+    let (store, _, _) = open(args, style)?;
     let problems = store
         .verify()
         .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;

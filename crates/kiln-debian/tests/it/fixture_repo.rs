@@ -342,7 +342,7 @@ impl Gpg {
         {
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("SKIPPED: gpg is not installed");
+                kiln_testkit::require::skip("gpg is not installed");
             }
             return None;
         }

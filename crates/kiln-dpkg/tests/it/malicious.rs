@@ -30,10 +30,6 @@ impl Drop for HostTarget {
     }
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 /// Bootstraps the packages into `<tmp>/root`; returns the temporary
 /// directory, the root and the result.
 fn assemble(
@@ -68,7 +64,7 @@ fn error_text(result: Result<Report, Error>) -> String {
 
 #[test]
 fn refuses_parent_components() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("assembling a root") {
         return;
     }
     let name = format!("evil-{}", std::process::id());
@@ -104,7 +100,7 @@ fn refuses_parent_components() {
 
 #[test]
 fn refuses_absolute_paths() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("assembling a root") {
         return;
     }
     let target = HostTarget::new("absolute");
@@ -127,7 +123,7 @@ fn refuses_absolute_paths() {
 /// directory, so the entry fails, naming the package and the entry.
 #[test]
 fn symlinks_in_the_root_cannot_lead_out() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("assembling a root") {
         return;
     }
     let target = HostTarget::new("symlink");
@@ -165,7 +161,7 @@ fn symlinks_in_the_root_cannot_lead_out() {
 /// there, as it would inside a chroot: still nothing on the host.
 #[test]
 fn symlinks_resolve_inside_the_root() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("assembling a root") {
         return;
     }
     let target = HostTarget::new("confined");
@@ -200,7 +196,7 @@ fn symlinks_resolve_inside_the_root() {
 
 #[test]
 fn final_symlinks_are_replaced_not_followed() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("assembling a root") {
         return;
     }
     let target = HostTarget::new("final");
@@ -270,7 +266,7 @@ fn final_symlinks_are_replaced_not_followed() {
 /// `/bin/...`; conffiles are installed in place with their MD5 recorded.
 #[test]
 fn merged_usr_lists_and_conffiles() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("assembling a root") {
         return;
     }
     let data = deb(

@@ -17,8 +17,8 @@ const CACHE: &str = "/var/tmp/kiln-dpkg-test-debs";
 static APT: Mutex<()> = Mutex::new(());
 
 fn skip() -> bool {
-    std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some_and(|v| v == "1")
-        || !rustix::process::geteuid().is_root()
+    kiln_testkit::require::network_tests_skipped()
+        || kiln_testkit::require::lacks_root("installing into a root")
 }
 
 fn run(command: &mut Command) -> Output {

@@ -95,6 +95,7 @@ impl BlobCache {
             return Ok(None);
         }
         out.sync_all().map_err(|e| Error::io("sync", dest, e))?;
+        crate::writer_cache::touch(&self.path(key));
         Ok(Some(blob))
     }
 

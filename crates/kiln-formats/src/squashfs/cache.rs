@@ -63,7 +63,8 @@ impl BlockCache {
 
     /// The entry under `key`, if there is an intact one.
     pub(crate) fn get(&self, key: &blake3::Hash) -> Option<Encoded> {
-        let bytes = fs::read(self.path(key)).ok()?;
+        let path = self.path(key);
+        let bytes = fs::read(&path).ok()?;
         if bytes.len() < HEADER || &bytes[..4] != MAGIC {
             return None;
         }
@@ -71,11 +72,13 @@ impl BlockCache {
         if blake3::hash(payload).as_bytes() != &bytes[5..HEADER] {
             return None;
         }
-        match bytes[4] {
-            0 => Some(Encoded::Compressed(payload.to_vec())),
-            1 if payload.is_empty() => Some(Encoded::Raw),
-            _ => None,
-        }
+        let encoded = match bytes[4] {
+            0 => Encoded::Compressed(payload.to_vec()),
+            1 if payload.is_empty() => Encoded::Raw,
+            _ => return None,
+        };
+        crate::writer_cache::touch(&path);
+        Some(encoded)
     }
 
     /// Stores `encoded` under `key`, replacing whatever is there.

@@ -358,7 +358,7 @@ fn check_overlay_cpio(dir: &Path, stack: &LayerStack, lower: &Path) {
 #[test]
 fn overlay_cpio_over_the_parent_gives_the_child_root() {
     if !is_root() || !have("cpio") {
-        eprintln!("SKIPPED: needs root and cpio");
+        kiln_testkit::require::skip("needs root and cpio");
         return;
     }
     std::thread::spawn(|| {
@@ -374,7 +374,7 @@ fn overlay_cpio_over_the_parent_gives_the_child_root() {
 #[test]
 fn overlay_cpio_over_the_parents_squashfs_gives_the_child_root() {
     if !is_root() || !have("cpio") {
-        eprintln!("SKIPPED: needs root and cpio");
+        kiln_testkit::require::skip("needs root and cpio");
         return;
     }
     std::thread::spawn(|| {
@@ -398,10 +398,10 @@ fn overlay_cpio_over_the_parents_squashfs_gives_the_child_root() {
             .output()
             .unwrap();
         if !mounted.status.success() {
-            eprintln!(
-                "SKIPPED: cannot loop-mount a squashfs here: {}",
+            kiln_testkit::require::skip(&format!(
+                "cannot loop-mount a squashfs here: {}",
                 String::from_utf8_lossy(&mounted.stderr)
-            );
+            ));
             return;
         }
         check_overlay_cpio(dir.path(), &stack, &lower);

@@ -78,7 +78,7 @@ fn grub_images(dir: &Path) -> (Vec<u8>, Vec<u8>) {
         let boot = fs::read(Path::new(HOST_GRUB).join("boot.img")).unwrap();
         (boot, fs::read(&core).unwrap())
     } else {
-        eprintln!("SKIPPED: the host's GRUB (grub-pc-bin) is not installed: fake images");
+        kiln_testkit::require::skip("the host's GRUB (grub-pc-bin) is not installed: fake images");
         let mut boot = noise(512, 1);
         boot[510] = 0x55;
         boot[511] = 0xAA;
@@ -114,7 +114,7 @@ fn add_boot(root: &Path, boot: Boot, work: &Path) {
         let efi = if Path::new(HOST_EFI).exists() {
             fs::read(HOST_EFI).unwrap()
         } else {
-            eprintln!("SKIPPED: the host's systemd-boot-efi is not installed: a fake");
+            kiln_testkit::require::skip("the host's systemd-boot-efi is not installed: a fake");
             noise(90_000, 5)
         };
         write_file(
@@ -961,15 +961,17 @@ fn qemu_boots_the_disk_with_a_bios_and_with_uefi() {
         || !Path::new(HOST_GRUB).exists()
         || !Path::new(HOST_EFI).exists()
     {
-        eprintln!("SKIPPED: booting needs qemu-system-x86, ovmf, grub-pc-bin and systemd-boot-efi");
+        kiln_testkit::require::skip(
+            "booting needs qemu-system-x86, ovmf, grub-pc-bin and systemd-boot-efi",
+        );
         return;
     }
     let Some((kernel, initrd, version)) = host_kernel() else {
-        eprintln!("SKIPPED: no kernel in the host's /boot (install linux-image-amd64)");
+        kiln_testkit::require::skip("no kernel in the host's /boot (install linux-image-amd64)");
         return;
     };
     if !Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists() {
-        eprintln!("SKIPPED: no OVMF (install ovmf)");
+        kiln_testkit::require::skip("no OVMF (install ovmf)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

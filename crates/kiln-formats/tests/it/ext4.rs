@@ -83,7 +83,7 @@ fn field<'a>(sb: &'a [(String, String)], name: &str) -> &'a str {
 #[allow(clippy::print_stderr)]
 pub(crate) fn mount(image: &Path, at: &Path) -> Option<Mounted> {
     if !is_root() {
-        eprintln!("SKIPPED: mounting an ext4 image needs root");
+        kiln_testkit::require::skip("mounting an ext4 image needs root");
         return None;
     }
     fs::create_dir_all(at).unwrap();
@@ -94,10 +94,10 @@ pub(crate) fn mount(image: &Path, at: &Path) -> Option<Mounted> {
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!(
-            "SKIPPED: cannot loop-mount an ext4 image here: {}",
+        kiln_testkit::require::skip(&format!(
+            "cannot loop-mount an ext4 image here: {}",
             String::from_utf8_lossy(&out.stderr)
-        );
+        ));
         return None;
     }
     Some(Mounted(at.to_path_buf()))
@@ -634,7 +634,7 @@ fn a_file_of_200_gib_gets_two_index_levels() {
     let f = fs::File::create(&big).unwrap();
     let len = 200u64 << 30;
     if f.set_len(len).is_err() {
-        eprintln!("SKIPPED: no 200 GiB sparse files here");
+        kiln_testkit::require::skip("no 200 GiB sparse files here");
         return;
     }
     let mark = (150u64 << 30) + 12345;
@@ -648,7 +648,7 @@ fn a_file_of_200_gib_gets_two_index_levels() {
         b"test",
         &image,
     ) {
-        eprintln!("SKIPPED: no 250 GiB sparse image here: {e}");
+        kiln_testkit::require::skip(&format!("no 250 GiB sparse image here: {e}"));
         return;
     }
     fsck(&image);

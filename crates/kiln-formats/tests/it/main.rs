@@ -21,17 +21,10 @@ use kiln_layers::LayerStack;
 /// The epoch fixtures are written with: some of their mtimes are later.
 pub(crate) const EPOCH: i64 = 1_700_000_000;
 
-/// Whether `tool` runs here; says so on stderr when it does not, so a
-/// skipped test is visible in the output.
+/// Whether `tool` is installed (see [`kiln_testkit::require`]: a missing
+/// tool fails the test under `CI` or `KILN_REQUIRE_TOOLS=1`).
 pub(crate) fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: `{tool}` is not installed");
-    }
-    ok
+    kiln_testkit::require::have(tool)
 }
 
 /// Whether the tests run as root (devices, owners, trusted xattrs).

@@ -71,7 +71,7 @@ fn layered() -> Layered {
                 .arg(opaque));
         }
     } else {
-        eprintln!("SKIPPED: whiteouts and opaque folders need root");
+        kiln_testkit::require::skip("whiteouts and opaque folders need root");
     }
     Layered {
         stack: LayerStack::new(vec![base, one, two]),
@@ -331,7 +331,9 @@ fn skopeo_inspects_and_copies_the_layout_and_umoci_unpacks_the_merged_root() {
     }
 
     if !is_root() {
-        eprintln!("SKIPPED: unpacking with umoci needs root to restore owners and devices");
+        kiln_testkit::require::skip(
+            "unpacking with umoci needs root to restore owners and devices",
+        );
         return;
     }
     if !have("umoci") {
@@ -426,7 +428,7 @@ fn skopeo_reads_the_archive_and_podman_loads_it() {
         .arg(format!("dir:{}", copy.display())));
 
     if !is_root() {
-        eprintln!("SKIPPED: podman load needs root here");
+        kiln_testkit::require::skip("podman load needs root here");
         return;
     }
     if !have("podman") {
@@ -793,7 +795,7 @@ impl Drop for Dockerd {
 #[test]
 fn docker_loads_the_archive() {
     if !is_root() {
-        eprintln!("SKIPPED: dockerd needs root here");
+        kiln_testkit::require::skip("dockerd needs root here");
         return;
     }
     if !have("dockerd") || !have("docker") {

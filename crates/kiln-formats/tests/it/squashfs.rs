@@ -351,10 +351,10 @@ fn mount_loop(image: &Path, at: &Path) -> Option<Mounted> {
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!(
-            "SKIPPED: cannot loop-mount a squashfs here: {}",
+        kiln_testkit::require::skip(&format!(
+            "cannot loop-mount a squashfs here: {}",
             String::from_utf8_lossy(&out.stderr)
-        );
+        ));
         return None;
     }
     Some(Mounted(at.to_path_buf()))

@@ -4,7 +4,7 @@
 use kiln_layers::{LayerStack, MergedView, private_mount_namespace};
 use proptest::prelude::*;
 
-use crate::support::{Mounted, Node, is_root, make_layer, snapshot_fs, snapshot_view, tempdir};
+use crate::support::{Mounted, Node, make_layer, snapshot_fs, snapshot_view, tempdir};
 
 /// A layer's entries.
 type Layer = Vec<(String, Node)>;
@@ -42,7 +42,7 @@ fn paths(items: &[crate::support::Item]) -> Vec<&str> {
 
 #[test]
 fn table_of_stacks_matches_overlayfs() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("overlay mounts") {
         return;
     }
     private_mount_namespace().unwrap();
@@ -252,7 +252,7 @@ proptest! {
 
     #[test]
     fn random_stacks_match_overlayfs(layers in prop::collection::vec(layer_strategy(), 1..5)) {
-        if !is_root() {
+        if kiln_testkit::require::lacks_root("overlay mounts") {
             return Ok(());
         }
         // Once per thread; a second unshare only makes a fresh namespace.

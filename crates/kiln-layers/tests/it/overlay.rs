@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use kiln_layers::{LayerStack, MergedView, Overlay, private_mount_namespace, whiteouts};
 
-use crate::support::{Mounted, Node, is_root, make_layer, snapshot_fs, snapshot_view, tempdir};
+use crate::support::{Mounted, Node, make_layer, snapshot_fs, snapshot_view, tempdir};
 
 fn base_layer(dir: &std::path::Path) {
     make_layer(
@@ -28,7 +28,7 @@ fn base_layer(dir: &std::path::Path) {
 
 #[test]
 fn changes_land_in_the_upper_directory() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("overlay mounts") {
         return;
     }
     private_mount_namespace().unwrap();
@@ -81,7 +81,7 @@ fn changes_land_in_the_upper_directory() {
 
 #[test]
 fn unmount_fails_while_busy_and_drop_unmounts() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("overlay mounts") {
         return;
     }
     private_mount_namespace().unwrap();
@@ -136,7 +136,7 @@ fn unmount_fails_while_busy_and_drop_unmounts() {
 
 #[test]
 fn read_only_mounts_match_the_view() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("overlay mounts") {
         return;
     }
     private_mount_namespace().unwrap();
@@ -169,7 +169,7 @@ fn read_only_mounts_match_the_view() {
 
 #[test]
 fn paths_with_separators_mount() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("overlay mounts") {
         return;
     }
     private_mount_namespace().unwrap();
@@ -182,7 +182,7 @@ fn paths_with_separators_mount() {
 
 #[test]
 fn mount_errors_name_the_target() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("overlay mounts") {
         return;
     }
     private_mount_namespace().unwrap();

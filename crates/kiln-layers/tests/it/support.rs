@@ -11,15 +11,11 @@ use kiln_layers::{LayerStack, MergedView, Overlay};
 use rustix::fs::{CWD, FileType, Mode, XattrFlags, makedev, mknodat};
 use tempfile::TempDir;
 
-/// Whether the tests may mount, chroot and chown.
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 /// Whether tests that need a Debian root (built from the archive once)
 /// are skipped.
 pub fn skip_network() -> bool {
-    std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some_and(|v| v == "1") || !is_root()
+    kiln_testkit::require::network_tests_skipped()
+        || kiln_testkit::require::lacks_root("Debian roots and overlay mounts")
 }
 
 /// A temporary folder on a disk file system (overlayfs needs one that

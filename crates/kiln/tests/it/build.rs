@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{TestTree, assert_no_mount_under, assert_store_verifies, kiln, skip_end_to_end};
+use crate::{TestTree, assert_no_mount_under, assert_store_verifies, have, kiln, skip_end_to_end};
 
 /// Each test tree has its own cache (and so its own layer store), so tests
 /// never see each other's layers.
@@ -56,6 +56,14 @@ fn minbase_matches_mmdebstrap_and_passes_dpkg_and_apt_checks() {
     );
     let root = t.path().join("out/img/rootfs");
     assert!(t.path().join("kiln.lock").is_file(), "the lock is written");
+    // Before apt runs in it (which makes them again).
+    let bins: Vec<_> = std::fs::read_dir(root.join("var/cache/apt"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !bins.iter().any(|n| n.to_string_lossy().ends_with(".bin")),
+        "apt's caches removed: {bins:?}"
+    );
 
     let ours = chroot(
         &root,
@@ -90,13 +98,25 @@ fn minbase_matches_mmdebstrap_and_passes_dpkg_and_apt_checks() {
         "policy-rc.d removed"
     );
     assert_no_mount_under(&root);
+    // The files no package ships, host-independent.
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).expect(rel);
+    assert_eq!(read("etc/fstab"), "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n");
+    assert_eq!(read("etc/hostname"), "localhost\n");
+    assert_eq!(read("etc/resolv.conf"), "");
+    let showauto = |root: &std::path::Path| {
+        let out = chroot(root, &["apt-mark", "showauto"]);
+        assert!(out.status.success(), "apt-mark showauto");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let auto = showauto(&root);
+    assert!(
+        auto.lines().any(|l| l == "libgnutls30") && !auto.lines().any(|l| l == "apt"),
+        "dependencies are automatically installed, apt is not:\n{auto}"
+    );
 
-    // The same package set and versions as mmdebstrap with the same sources.
-    if Command::new("mmdebstrap")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    // The same package set, versions and auto-installed marks as
+    // mmdebstrap with the same sources.
+    if have("mmdebstrap") {
         let mm = tempfile::tempdir().expect("tmp");
         let target = mm.path().join("root");
         let status = Command::new("mmdebstrap")
@@ -118,6 +138,11 @@ fn minbase_matches_mmdebstrap_and_passes_dpkg_and_apt_checks() {
             ours,
             String::from_utf8(theirs.stdout).expect("utf-8"),
             "dpkg-query -W differs from mmdebstrap's"
+        );
+        assert_eq!(auto, showauto(&target), "apt-mark showauto differs");
+        assert_eq!(
+            read("etc/fstab"),
+            std::fs::read_to_string(target.join("etc/fstab")).expect("fstab")
         );
     }
 }
@@ -391,7 +416,14 @@ impl Tmpfs {
     fn mount(at: &Path) -> Self {
         std::fs::create_dir_all(at).expect("mkdir");
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4g", "kiln-test", at.to_str().expect("utf-8")])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=4g",
+                "kiln-test",
+                at.to_str().expect("utf-8"),
+            ])
             .status()
             .expect("mount runs");
         assert!(status.success(), "mount a tmpfs at {}", at.display());

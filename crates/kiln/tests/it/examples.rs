@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{kiln, skip_end_to_end};
+use crate::{have, kiln, skip_end_to_end};
 
 /// The examples' builds share one package cache (not the reproducibility
 /// test's, which starts from nothing): the same packages are not fetched
@@ -59,20 +59,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("SKIPPED: `{tool}` is not installed");
-        }
-    }
-    ok
 }
 
 #[test]
@@ -465,7 +451,7 @@ fn cloud_example_disks_are_valid_and_boot() {
     if !ovmf.is_file() {
         #[allow(clippy::print_stderr)]
         {
-            eprintln!("SKIPPED: the UEFI boot (no {})", ovmf.display());
+            kiln_testkit::require::skip(&format!("the UEFI boot (no {})", ovmf.display()));
         }
         return;
     }

@@ -495,18 +495,47 @@ fn store_gc_removes_what_the_plan_no_longer_references() {
             "base/image.toml",
             "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
         ),
-        ("child/image.toml", "from = \"base\"\nhostname = \"one\"\n"),
+        (
+            "child/image.toml",
+            "from = \"base\"\nhostname = \"one\"\noutputs = [\"squashfs\"]\n",
+        ),
     ]);
-    let cache = t.path().join("cache");
-    let cache = cache.to_str().expect("utf-8");
+    let cache_dir = t.path().join("cache");
+    let cache = cache_dir.to_str().expect("utf-8");
     assert_eq!(build(&t, &[]).code, 0);
     // A new configuration for the child: its old layer is no longer referenced.
     std::fs::write(
         t.path().join("child/image.toml"),
-        "from = \"base\"\nhostname = \"two\"\n",
+        "from = \"base\"\nhostname = \"two\"\noutputs = [\"squashfs\"]\n",
     )
     .expect("edit");
     assert_eq!(build(&t, &[]).code, 0);
+    // The squashfs writer's block cache, and an entry no build used since
+    // long before any layer here was made.
+    let blocks = cache_dir.join("blocks/squashfs-blocks");
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for fan in std::fs::read_dir(&blocks).expect("block cache").flatten() {
+            out.extend(
+                std::fs::read_dir(fan.path())
+                    .expect("fan-out")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+        out
+    };
+    let cached = entries();
+    assert!(!cached.is_empty(), "the squashfs writer caches its blocks");
+    let stale = cached[0].with_file_name("0".repeat(64));
+    std::fs::copy(&cached[0], &stale).expect("copy an entry");
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .and_then(|f| {
+            f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+        })
+        .expect("age it");
     let du = |t: &TestTree| -> serde_json::Value {
         let run = kiln(
             t.path(),
@@ -525,6 +554,17 @@ fn store_gc_removes_what_the_plan_no_longer_references() {
     let removed = report["removed"].as_array().expect("removed");
     assert_eq!(removed.len(), 1, "{report}");
     assert_eq!(removed[0]["variant"], "child");
+    assert!(
+        !stale.exists(),
+        "the unused cache entry is removed: {report}"
+    );
+    assert_eq!(report["writer_caches"]["removed"], 1, "{report}");
+    assert_eq!(
+        report["writer_caches"]["kept"].as_u64(),
+        Some(cached.len() as u64),
+        "entries the kept layers' images were written with stay: {report}"
+    );
+    assert_eq!(entries().len(), cached.len());
     let after = du(&t);
     let layers = after["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 2);

@@ -128,11 +128,17 @@ pub fn filters() -> insta::Settings {
 }
 
 /// End-to-end builds need root (or a user namespace's) and the Debian
-/// archive; `KILN_SKIP_NETWORK_TESTS=1` skips them.
+/// archive; `KILN_SKIP_NETWORK_TESTS=1` skips them, and so does a run as
+/// another user unless `CI` or `KILN_REQUIRE_TOOLS=1` demands every test.
 pub fn skip_end_to_end() -> bool {
-    std::env::var_os("KILN_SKIP_NETWORK_TESTS").is_some()
-        // /proc/self belongs to this process's user.
-        || std::fs::metadata("/proc/self").map_or(1, |m| std::os::unix::fs::MetadataExt::uid(&m)) != 0
+    kiln_testkit::require::network_tests_skipped()
+        || kiln_testkit::require::lacks_root("end-to-end builds")
+}
+
+/// Whether `tool` is installed (a missing one fails the test under `CI`
+/// or `KILN_REQUIRE_TOOLS=1`).
+pub fn have(tool: &str) -> bool {
+    kiln_testkit::require::have(tool)
 }
 
 /// `kiln store verify` of the store in `cache` passes.

@@ -78,13 +78,9 @@ fn assert_nothing_kept(t: &TestTree, debs: &[String]) {
     );
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 #[test]
 fn a_tampered_in_release_stops_the_build() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("building from a repository") {
         return;
     }
     let repo = Repo::new(FULL, Dates::Current);
@@ -103,7 +99,7 @@ fn a_tampered_in_release_stops_the_build() {
 
 #[test]
 fn an_index_that_does_not_match_its_release_stops_the_build() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("building from a repository") {
         return;
     }
     let repo = Repo::new(FULL, Dates::Current);
@@ -127,7 +123,7 @@ fn an_index_that_does_not_match_its_release_stops_the_build() {
 
 #[test]
 fn a_package_that_does_not_match_its_digest_stops_the_build() {
-    if !is_root() {
+    if kiln_testkit::require::lacks_root("building from a repository") {
         return;
     }
     let repo = Repo::new(FULL, Dates::Current);
