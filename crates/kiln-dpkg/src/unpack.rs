@@ -396,11 +396,7 @@ pub(crate) fn unpack(root: &Root, deb: &Deb) -> Result<Unpacked, Error> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(bytes)
 }
 
 /// Runs `create`; if the name exists (another package's file, a previous

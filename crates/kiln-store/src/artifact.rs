@@ -239,11 +239,7 @@ pub fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
 }
 
 fn hex(digest: &[u8]) -> String {
-    digest.iter().fold(String::with_capacity(64), |mut s, b| {
-        use std::fmt::Write as _;
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(digest)
 }
 
 /// The entries below the folder `root`, sorted by relative path: each

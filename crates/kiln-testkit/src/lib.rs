@@ -47,13 +47,7 @@ pub const HELLO_PATH: &str = "pool/main/h/hello/hello_1.0_amd64.deb";
 /// Lowercase hex SHA256 of `bytes`.
 #[must_use]
 pub fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::new(), |mut out, b| {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// A new signing key (Ed25519).

@@ -2,7 +2,6 @@
 //! (written with `gptman`: primary and backup headers with their CRCs,
 //! 128 entries, the protective MBR).
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
 use std::path::Path;
@@ -144,10 +143,7 @@ pub(crate) fn uuid(seed: &[u8], what: &str) -> [u8; 16] {
 
 /// `u` as text, lower case (as `blkid` shows a PARTUUID).
 pub(crate) fn to_string(u: &[u8; 16]) -> String {
-    let hex: String = u.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
+    let hex = hex::encode(u);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],

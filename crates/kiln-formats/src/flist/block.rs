@@ -54,12 +54,7 @@ fn blake2b256(bytes: &[u8]) -> [u8; 32] {
 
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    hex::encode(bytes)
 }
 
 /// Encodes one plain block: its reference and the bytes a store keeps.

@@ -33,7 +33,6 @@ mod image;
 mod layer;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write as _};
 use std::os::unix::fs::PermissionsExt;
@@ -298,12 +297,7 @@ impl Writer for OciWriter {
 
 /// `sha256:<hex>`.
 fn digest_text(digest: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in digest {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    format!("sha256:{}", hex::encode(digest))
 }
 
 /// Writes `bytes` to the new file `path`, mode 0644, synced.

@@ -35,14 +35,6 @@ fn blake2b256(bytes: &[u8]) -> [u8; 32] {
     Blake2b::<U32>::digest(bytes).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// The inode number of tree node `index`: the writer numbers them in
 /// tree order from 1.
 fn ino_of_node(index: usize) -> i64 {
@@ -53,7 +45,7 @@ fn ino_of_node(index: usize) -> i64 {
 /// the checks a reader should make: the file hashes to the id, the
 /// plain bytes to the key.
 fn decode(store: &Path, id: &[u8], key: &[u8]) -> Vec<u8> {
-    let name = hex(id);
+    let name = hex::encode(id);
     let path = store.join(&name[..2]).join(&name);
     let sealed = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(blake2b256(&sealed), id, "{name}: id");
@@ -130,7 +122,7 @@ fn expected_rows(tree: &Tree) -> Vec<String> {
                 NodeKind::File { size, .. } => (*size, 0, String::new()),
                 other => panic!("{other:?}"),
             },
-            NodeKind::Symlink { target } => (target.len() as u64, 0, hex(target)),
+            NodeKind::Symlink { target } => (target.len() as u64, 0, hex::encode(target)),
             NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
                 (0, libc::makedev(*major, *minor), String::new())
             }
@@ -249,7 +241,7 @@ fn every_entry_is_stored_as_rfs_stores_it() {
             let plain = decode(&store, id, key);
             assert!(plain.len() <= BLOCK_SIZE);
             content.extend_from_slice(&plain);
-            used.insert(store.join(&hex(id)[..2]).join(hex(id)));
+            used.insert(store.join(&hex::encode(id)[..2]).join(hex::encode(id)));
         }
         assert_eq!(
             blake3::hash(&content),
@@ -570,7 +562,7 @@ fn a_big_file_spans_blocks_in_order_and_an_empty_one_has_none() {
     assert_eq!(flist.read_file("empty", &store).unwrap(), b"");
 
     // A damaged block is caught by the reader.
-    let name = hex(&blocks[3].0);
+    let name = hex::encode(&blocks[3].0);
     let path = store.join(&name[..2]).join(&name);
     let mut bytes = fs::read(&path).unwrap();
     bytes[100] ^= 0x40;

@@ -534,8 +534,10 @@ fn the_same_layers_give_the_same_bytes_whatever_the_threads_and_path() {
     }
 }
 
-/// The inode and mtime of every entry of the blob cache.
-fn cache_entries(cache: &Path) -> BTreeMap<String, (u64, i64, i64)> {
+/// The inode and size of every entry of the blob cache. Entries are written
+/// by renaming a new file over the old one, so a rewrite changes the inode;
+/// the mtime is no witness, as every hit refreshes it for `kiln store gc`.
+fn cache_entries(cache: &Path) -> BTreeMap<String, (u64, u64)> {
     fs::read_dir(cache.join("oci-blobs"))
         .unwrap()
         .map(|e| {
@@ -543,10 +545,16 @@ fn cache_entries(cache: &Path) -> BTreeMap<String, (u64, i64, i64)> {
             let m = e.metadata().unwrap();
             (
                 e.file_name().to_string_lossy().into_owned(),
-                (m.ino(), m.mtime(), m.mtime_nsec()),
+                (m.ino(), m.len()),
             )
         })
         .collect()
+}
+
+/// The mtime of a blob cache entry, in nanoseconds.
+fn used_at(cache: &Path, name: &str) -> i128 {
+    let m = fs::metadata(cache.join("oci-blobs").join(name)).unwrap();
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
 #[test]
@@ -567,7 +575,14 @@ fn the_blob_cache_reuses_layers_and_rewrites_a_corrupt_entry() {
     build(&l.upto(1), &ids[..1], "base-image");
     let base_entries = cache_entries(&cache);
     assert_eq!(base_entries.len(), 1);
+    let base_name = base_entries.keys().next().unwrap().clone();
+    let base_made = used_at(&cache, &base_name);
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let first = build(&l.stack, &ids, "first");
+    assert!(
+        used_at(&cache, &base_name) > base_made,
+        "a hit marks the entry used, for `kiln store gc`"
+    );
     assert_eq!(first, plain, "cached blobs are the same bytes");
     let entries = cache_entries(&cache);
     assert_eq!(entries.len(), 3);
