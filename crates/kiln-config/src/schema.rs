@@ -81,6 +81,7 @@ const RUN_FIELDS: &[Field] = &[
     f("name", Shape::String),
     f("script", Shape::String),
     f("inline", Shape::String),
+    f("network", Shape::Bool),
 ];
 
 const CLEANUP_FIELDS: &[Field] = &[

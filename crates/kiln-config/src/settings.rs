@@ -160,6 +160,9 @@ pub struct RunStep {
     pub name: String,
     /// What it runs.
     pub body: RunBody,
+    /// Whether it shares the host's network (`network = true`); by default
+    /// a step has only a loopback interface.
+    pub network: bool,
 }
 
 /// `cleanup`, with kiln's defaults for unset fields.
@@ -679,6 +682,7 @@ fn read_run(v: &Value, diags: &mut Diagnostics) -> Vec<RunStep> {
                     out.push(RunStep {
                         name: p.path.clone(),
                         body: RunBody::Script(p),
+                        network: false,
                     });
                 }
             }
@@ -714,7 +718,15 @@ fn read_run(v: &Value, diags: &mut Diagnostics) -> Vec<RunStep> {
                         RunBody::Script(p) => p.path.clone(),
                         RunBody::Inline(_) => format!("inline-{}", i + 1),
                     });
-                    out.push(RunStep { name, body });
+                    let network = t
+                        .get("network")
+                        .and_then(|e| e.value.as_bool())
+                        .unwrap_or(false);
+                    out.push(RunStep {
+                        name,
+                        body,
+                        network,
+                    });
                 }
             }
             _ => {}

@@ -26,9 +26,11 @@
 //! is resolved inside the root (`openat2` with `RESOLVE_IN_ROOT`), so
 //! symlinks in the root (`etc/x -> /`, `../../..`) resolve as inside a
 //! chroot and nothing is written outside it; the final component of a path
-//! is never followed. Commands run in the root in their own mount and PID
-//! namespaces: `/proc`, `/sys` and `/dev` are mounted only there and vanish
-//! with the command, even if kiln is killed.
+//! is never followed. Commands run in the root through [`sandbox`]:
+//! `pivot_root` into their own namespaces (mount, PID, network, UTS, IPC),
+//! a fresh `/proc`, a read-only `/sys`, a private `/dev` without disks,
+//! reduced capabilities and a seccomp filter; everything mounted for them
+//! vanishes with them, even if kiln is killed.
 //!
 //! # Reading a package
 //!
@@ -43,12 +45,12 @@
 #![deny(missing_docs)]
 
 pub mod ar;
-pub mod chroot;
 pub mod control;
 mod data_cache;
 mod database;
 mod deb;
 mod error;
+pub mod sandbox;
 mod unpack;
 
 use std::fs;
@@ -111,7 +113,7 @@ impl Default for AssembleOptions {
 
 impl AssembleOptions {
     /// The environment every command of the assembly gets beyond
-    /// [`chroot::ENVIRONMENT`].
+    /// [`sandbox::ENVIRONMENT`].
     fn script_env(&self) -> Vec<(&'static str, String)> {
         self.source_date_epoch
             .map(|e| ("SOURCE_DATE_EPOCH", e.to_string()))
@@ -391,7 +393,8 @@ fn configure(
         argv.extend(["--force-confdef", "--force-confold"]);
     }
     let env: Vec<(&str, &str)> = extra_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    chroot::run(root, step, &argv, &env, &mut |line| {
+    let options = sandbox::RunOptions::new(step).env(&env);
+    sandbox::run(root, &argv, &options, &mut |line| {
         progress(&Event::ScriptOutput {
             step: step.to_owned(),
             line: line.to_owned(),
@@ -442,11 +445,10 @@ fn run_preinsts(
     env.extend(extra_env.iter().map(|(k, v)| (*k, v.as_str())));
     let mut current = String::new();
     let mut own_lines: Vec<String> = Vec::new();
-    let result = chroot::run(
+    let result = sandbox::run(
         root,
-        "preinst",
         &["/bin/sh", "-c", &script],
-        &env,
+        &sandbox::RunOptions::new("preinst").env(&env),
         &mut |line| {
             if let Some(name) = line.strip_prefix(PREINST_MARKER) {
                 current = format!("preinst of {name}");
@@ -464,7 +466,7 @@ fn run_preinsts(
         Err(Error::Script {
             root, status, code, ..
         }) => {
-            let skip = own_lines.len().saturating_sub(chroot::TAIL);
+            let skip = own_lines.len().saturating_sub(sandbox::TAIL);
             Err(Error::Script {
                 step: current,
                 root,

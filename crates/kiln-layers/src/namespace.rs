@@ -2,11 +2,10 @@
 //! process. The only module of this crate allowed `unsafe`; each block has
 //! a `SAFETY:` line.
 //!
-//! Commands run inside a root through kiln-dpkg's runner
-//! (`crates/kiln-dpkg/src/chroot.rs`): private mount and PID namespaces made
-//! between fork and exec, `/proc`, `/sys` and `/dev` mounted only for the
-//! child, every level killed with kiln. Here the caller gives the whole
-//! environment.
+//! Commands run inside a root through kiln-dpkg's sandbox
+//! (`crates/kiln-dpkg/src/sandbox/`): `pivot_root` into new namespaces,
+//! private `/proc`, `/sys` and `/dev`, reduced capabilities and a seccomp
+//! filter, every level killed with kiln.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -33,20 +32,19 @@ pub(crate) fn private_mount_namespace() -> io::Result<()> {
 }
 
 /// Runs `argv` (an absolute path inside the root, then arguments) in
-/// `root` with exactly the environment `env`, passing each output line to
-/// `on_line`. Fails with the exit code and the last lines of output.
+/// `root` as `options` say, passing each output line to `on_line`. Fails
+/// with the exit code and the last lines of output.
 ///
-/// The isolation (private mount and PID namespaces, `/proc`, `/sys` and
-/// `/dev` mounted only for the child) is kiln-dpkg's: one implementation
-/// of the fork/exec dance serves both crates.
+/// The sandbox is kiln-dpkg's: one implementation of the fork/exec dance
+/// serves both crates; this maps its errors to this crate's.
 pub(crate) fn run(
     root: &Path,
-    step: &str,
     argv: &[&str],
-    env: &[(&str, &str)],
+    options: &kiln_dpkg::sandbox::RunOptions<'_>,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), Error> {
-    kiln_dpkg::chroot::run_exact(root, step, argv, env, on_line).map_err(|e| match e {
+    let step = options.step;
+    kiln_dpkg::sandbox::run(root, argv, options, on_line).map_err(|e| match e {
         kiln_dpkg::Error::Script {
             step, code, output, ..
         } => Error::Script {

@@ -843,11 +843,11 @@ fn run_in_image(
     log: &VariantLog,
 ) -> Result<(), StepError> {
     let epoch = epoch.to_string();
-    kiln_dpkg::chroot::run(
+    let env = [("SOURCE_DATE_EPOCH", epoch.as_str())];
+    kiln_dpkg::sandbox::run(
         root,
-        step,
         argv,
-        &[("SOURCE_DATE_EPOCH", epoch.as_str())],
+        &kiln_dpkg::sandbox::RunOptions::new(step).env(&env),
         &mut |line| log.line(step, line),
     )
     .map_err(|e| StepError::build(chain(&e)))

@@ -226,7 +226,8 @@ fn bootstrap_minbase() {
     assert_healthy(&root, &debs);
     // Scripts run by kiln see a chroot, as under debootstrap (libc6's
     // postinst would otherwise restart init and sleep a second).
-    kiln_dpkg::chroot::run(&root, "ischroot", &["/usr/bin/ischroot"], &[], &mut |_| {})
+    let options = kiln_dpkg::sandbox::RunOptions::new("ischroot");
+    kiln_dpkg::sandbox::run(&root, &["/usr/bin/ischroot"], &options, &mut |_| {})
         .expect("ischroot says this is a chroot");
     // Merged /usr as Debian 12 has it.
     assert_eq!(

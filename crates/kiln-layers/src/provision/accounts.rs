@@ -6,6 +6,8 @@
 
 use kiln_config::settings::UserSpec;
 
+use kiln_dpkg::sandbox::RunOptions;
+
 use super::{Log, run_in_root};
 use crate::error::Error;
 use crate::root::RootDir;
@@ -106,7 +108,13 @@ pub(super) fn users(
                     argv.push("--system");
                 }
                 argv.push(group);
-                run_in_root(root, &format!("groupadd {group}"), &argv, base_env, log)?;
+                let step = format!("groupadd {group}");
+                run_in_root(
+                    root,
+                    &argv,
+                    &RunOptions::new(&step).exact_env(base_env),
+                    log,
+                )?;
             }
         }
         let uid = user.uid.map(|u| u.to_string());
@@ -153,7 +161,12 @@ pub(super) fn users(
                 if exists { "usermod" } else { "useradd" },
                 user.name
             );
-            run_in_root(root, &step, &argv, base_env, log)?;
+            run_in_root(
+                root,
+                &argv,
+                &RunOptions::new(&step).exact_env(base_env),
+                log,
+            )?;
         }
         if let Some(hash) = &user.password {
             set_password(root, &user.name, hash, epoch)?;

@@ -5,6 +5,8 @@ use std::fs;
 use kiln_config::ImageSettings;
 use kiln_config::settings::{RunBody, RunStep, Services};
 
+use kiln_dpkg::sandbox::RunOptions;
+
 use super::{ConfigPaths, Log, ProvisionContext, run_in_root};
 use crate::error::Error;
 use crate::root::RootDir;
@@ -43,7 +45,12 @@ pub(super) fn services(
             });
         };
         let step = format!("systemctl {action} {unit}");
-        run_in_root(root, &step, &[systemctl, action, unit], &env, log)?;
+        run_in_root(
+            root,
+            &[systemctl, action, unit],
+            &RunOptions::new(&step).exact_env(&env),
+            log,
+        )?;
     }
     Ok(())
 }
@@ -91,7 +98,8 @@ pub(super) fn run_script(
     let env = script_env(base_env, settings, ctx);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let in_root = format!("/{rel}");
-    let result = run_in_root(root, step, &["/bin/sh", &in_root], &env, log);
+    let options = RunOptions::new(step).exact_env(&env).network(run.network);
+    let result = run_in_root(root, &["/bin/sh", &in_root], &options, log);
     let removed = root.remove_all(&rel);
     result?;
     removed.map(|_| ())

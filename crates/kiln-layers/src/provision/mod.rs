@@ -257,13 +257,12 @@ pub(crate) const BASE_ENV: &[(&str, &str)] = &[
     ("DEBIAN_FRONTEND", "noninteractive"),
 ];
 
-/// Runs `argv` in the root with `env`, logging its output.
+/// Runs `argv` in the root's sandbox as `options` say, logging its output.
 pub(crate) fn run_in_root(
     root: &RootDir,
-    step: &str,
     argv: &[&str],
-    env: &[(&str, &str)],
+    options: &kiln_dpkg::sandbox::RunOptions<'_>,
     log: &Log<'_>,
 ) -> Result<(), Error> {
-    crate::namespace::run(root.path(), step, argv, env, &mut |line| log(line))
+    crate::namespace::run(root.path(), argv, options, &mut |line| log(line))
 }

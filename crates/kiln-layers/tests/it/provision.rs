@@ -280,10 +280,12 @@ fn provisions_a_debian_root_into_a_layer() {
             body: RunBody::Inline(
                 "set -e\nenv | sort\necho to-stderr >&2\n/usr/sbin/policy-rc.d || echo \"policy=$?\"\nls /tmp/kiln-run-* >/dev/null && echo script-in-tmp\ntest -d /proc/self && echo proc-mounted\n".to_owned(),
             ),
+            network: false,
         },
         RunStep {
             name: "setup.sh".to_owned(),
             body: RunBody::Script(image_path("setup.sh")),
+            network: false,
         },
     ];
     s.cleanup = Cleanup {
@@ -614,16 +616,19 @@ fn a_failing_script_reports_its_code_and_last_lines() {
         RunStep {
             name: "ok".to_owned(),
             body: RunBody::Inline("echo fine".to_owned()),
+            network: false,
         },
         RunStep {
             name: "fail".to_owned(),
             body: RunBody::Inline(
                 "for i in $(seq 1 30); do echo line$i; done\necho oops >&2\nexit 3\n".to_owned(),
             ),
+            network: false,
         },
         RunStep {
             name: "never".to_owned(),
             body: RunBody::Inline("echo never".to_owned()),
+            network: false,
         },
     ];
     let log = Log::default();
