@@ -7,8 +7,9 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
 
 use sha2::{Digest, Sha256};
 
@@ -88,59 +89,34 @@ impl PackageCache {
             source,
         })?;
         remove_stale_partials(&self.dir);
-        let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<Option<Result<CachedPackage, Error>>>> =
-            Mutex::new((0..packages.len()).map(|_| None).collect());
-        let workers = self.jobs.min(packages.len()).max(1);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    loop {
-                        if failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(package) = packages.get(i) else {
-                            break;
-                        };
-                        let result = self.fetch_one(package, progress);
-                        match &result {
-                            Ok((cached, from_cache)) => {
-                                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
-                                progress.event(&Event::PackageReady {
-                                    name: &cached.name,
-                                    size: cached.size,
-                                    cached: *from_cache,
-                                    done,
-                                    total: packages.len(),
-                                });
-                            }
-                            Err(_) => failed.store(true, Ordering::Relaxed),
-                        }
-                        results.lock().expect("no panics while locked")[i] =
-                            Some(result.map(|(c, _)| c));
-                    }
-                });
-            }
-        });
-        let results = results.into_inner().expect("no panics while locked");
-        let mut out = Vec::with_capacity(packages.len());
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Some(Ok(cached)) => out.push(cached),
-                Some(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                // Not started because another download failed.
-                None => {}
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(out),
+        let fetch = |package: &ResolvedPackage| {
+            let (cached, from_cache) = self.fetch_one(package, progress)?;
+            let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress.event(&Event::PackageReady {
+                name: &cached.name,
+                size: cached.size,
+                cached: from_cache,
+                done,
+                total: packages.len(),
+            });
+            Ok(cached)
+        };
+        // Downloads wait on the network, not the CPU: `jobs` threads of
+        // their own. rayon stops starting downloads at the first error.
+        let run = || {
+            packages
+                .par_iter()
+                .with_max_len(1)
+                .map(fetch)
+                .collect::<Result<Vec<_>, Error>>()
+        };
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(self.jobs.min(packages.len()).max(1))
+            .build()
+        {
+            Ok(pool) => pool.install(run),
+            Err(_) => run(),
         }
     }
 

@@ -55,8 +55,7 @@ mod unpack;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use database::{InstalledPackage, installed_packages};
@@ -646,45 +645,30 @@ fn unpack_all(
     })
 }
 
-/// Runs `work` on every index of `order` with `jobs` threads; returns the
-/// results by index. Stops at the first error.
+/// Runs `work` on every index of `order` with `jobs` threads (rayon's
+/// work stealing, one item per task, started in `order`); returns the
+/// results by index. Stops starting work at the first error.
 fn parallel<T: Send>(
     order: &[usize],
     jobs: usize,
     work: impl Fn(usize) -> Result<T, Error> + Sync,
 ) -> Result<Vec<T>, Error> {
-    let slots: Vec<Mutex<Option<Result<T, Error>>>> =
-        order.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, order.len().max(1)) {
-            scope.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = order.get(n) else { break };
-                    let result = work(i);
-                    if result.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    *slots[i].lock().expect("no panics while locked") = Some(result);
-                }
-            });
-        }
-    });
-    let mut out = Vec::with_capacity(slots.len());
-    let mut first_error = None;
-    for slot in slots {
-        match slot.into_inner().expect("no panics while locked") {
-            Some(Ok(value)) => out.push(value),
-            Some(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            None => {}
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    use rayon::prelude::*;
+    let run = || {
+        order
+            .par_iter()
+            .with_max_len(1)
+            .map(|&i| work(i).map(|value| (i, value)))
+            .collect::<Result<Vec<_>, Error>>()
+    };
+    // Without threads to spare, rayon's global pool does the work.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.clamp(1, order.len().max(1)))
+        .build();
+    let mut results = match pool {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    }?;
+    results.sort_unstable_by_key(|&(i, _)| i);
+    Ok(results.into_iter().map(|(_, value)| value).collect())
 }

@@ -24,8 +24,8 @@ use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
 
 use crate::digest::ContentDigest;
 use crate::error::Error;
@@ -75,9 +75,6 @@ struct Entry {
 
 /// An extended attribute: name and value.
 type Xattr = (Vec<u8>, Vec<u8>);
-
-/// One hashing job's outcome; `None` when it was not started.
-type Slot = Option<Result<[u8; 32], Error>>;
 
 /// The content digest of the tree at `tree` (see the module docs for what it
 /// covers). Deterministic: independent of creation order, timestamps and the
@@ -324,48 +321,14 @@ fn xattrs(path: &Path) -> Result<Vec<Xattr>, Error> {
 /// BLAKE3 of each `entries[i]` for `i` in `which`, in that order; on several
 /// threads when there are many.
 fn hash_files(entries: &[Entry], which: &[usize]) -> Result<Vec<[u8; 32]>, Error> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(8);
-    if threads == 1 || which.len() <= PARALLEL_THRESHOLD {
+    if which.len() <= PARALLEL_THRESHOLD {
         return which.iter().map(|&i| hash_file(&entries[i].path)).collect();
     }
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Slot>> = Mutex::new((0..which.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = which.get(k) else { break };
-                    let result = hash_file(&entries[i].path);
-                    let failed = result.is_err();
-                    results.lock().expect("no panics while locked")[k] = Some(result);
-                    if failed {
-                        // Stop the other workers early; the first error wins.
-                        next.store(which.len(), Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-    });
-    let results = results.into_inner().expect("no panics while locked");
-    let mut out = Vec::with_capacity(which.len());
-    let mut first_error = None;
-    for r in results {
-        match r {
-            Some(Ok(hash)) => out.push(hash),
-            Some(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            // Not started because another file failed.
-            None => {}
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    // rayon stops starting work at the first error.
+    which
+        .par_iter()
+        .map(|&i| hash_file(&entries[i].path))
+        .collect()
 }
 
 fn hash_file(path: &Path) -> Result<[u8; 32], Error> {

@@ -342,32 +342,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// `secs` as a `Release` writes dates: `Sat, 17 May 2025 09:31:35 UTC`.
 fn rfc2822(secs: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = usize::try_from(days.rem_euclid(7)).expect("0..7");
-    let month_index = usize::try_from(month - 1).expect("0..12");
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} UTC",
-        DAYS[weekday],
-        MONTHS[month_index],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    jiff::Timestamp::from_second(secs)
+        .expect("a date in jiff's range")
+        .strftime("%a, %d %b %Y %H:%M:%S UTC")
+        .to_string()
 }
 
 fn serve(

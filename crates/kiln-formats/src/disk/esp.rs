@@ -336,17 +336,17 @@ pub(crate) fn dos_time(epoch: i64) -> DateTime {
     let max = 4_354_819_198; // 2107-12-31 23:59:58
     let t = crate::civil::civil(epoch.clamp(min, max));
     // In range: the time is clamped.
-    let n = |v: i64| u16::try_from(v).unwrap_or_default();
+    let n = |v: i16| u16::try_from(v).unwrap_or_default();
     DateTime {
         date: Date {
-            year: n(t.year),
-            month: n(t.month),
-            day: n(t.day),
+            year: n(t.year()),
+            month: n(t.month().into()),
+            day: n(t.day().into()),
         },
         time: Time {
-            hour: n(t.hour),
-            min: n(t.min),
-            sec: n(t.sec / 2 * 2),
+            hour: n(t.hour().into()),
+            min: n(t.minute().into()),
+            sec: n(t.second().into()) / 2 * 2,
             millis: 0,
         },
     }

@@ -130,11 +130,9 @@ pub(crate) fn to_json(value: &impl Serialize) -> Vec<u8> {
 /// (`2023-11-14T22:13:20Z`), as image configs and manifests date things.
 #[must_use]
 pub fn rfc3339(epoch: i64) -> String {
-    let t = crate::civil::civil(epoch);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year, t.month, t.day, t.hour, t.min, t.sec
-    )
+    crate::civil::timestamp(epoch)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 #[cfg(test)]
