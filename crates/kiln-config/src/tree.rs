@@ -279,7 +279,6 @@ fn read_text(
             Err(e) => {
                 // Kept (lossily) so the error points at a line and column.
                 let at = e.utf8_error().valid_up_to();
-                let len = e.utf8_error().error_len().unwrap_or(1);
                 let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
                 let id = files.add(display.clone(), path.to_path_buf(), text);
                 let span = at..at + '\u{fffd}'.len_utf8();
@@ -287,7 +286,7 @@ fn read_text(
                     Diagnostic::at(
                         &Origin { file: id, span },
                         format!("failed to read `{display}`: not valid UTF-8"),
-                        format!("{len} byte(s) that are not UTF-8"),
+                        "not UTF-8 from here",
                     )
                     .with_help(
                         "kiln's configuration files are UTF-8 text; re-save the file as UTF-8",

@@ -301,13 +301,17 @@ pub fn open_source(
     progress: &FetchProgress<'_>,
 ) -> Result<(DebianSource, Vec<kiln_debian::AptSource>), Failure> {
     let name = &b.variant.name;
-    let sources =
-        crate::sources::for_suite(&tree.sources, b.suite, &settings.cache_dir.join("keys"))
-            .map_err(|e| {
-                Failure::Build(format!(
-                    "error: {name}: failed to write a keyring to the cache: {e}\n"
-                ))
-            })?;
+    let sources = crate::sources::for_suite(
+        &tree.sources,
+        b.suite,
+        &settings.cache_dir.join("keys"),
+        &tree.root,
+    )
+    .map_err(|e| {
+        Failure::Build(format!(
+            "error: {name}: failed to copy a keyring to the cache: {e}\n"
+        ))
+    })?;
     if sources.is_empty() {
         return Err(Failure::Config(format!(
             "error: {name}: no package source for suite `{}`\n",

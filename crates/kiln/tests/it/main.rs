@@ -11,6 +11,7 @@ mod layers;
 mod outputs;
 mod plan;
 mod repository;
+mod tree_files;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
