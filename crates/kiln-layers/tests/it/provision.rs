@@ -308,7 +308,7 @@ fn provisions_a_debian_root_into_a_layer() {
     let log = Log::default();
     let merged = fx.mounted.merged();
     let report = provision(&merged, &fx.inputs(), &s, &context(), &|step, line| {
-        log.push(step, line)
+        log.push(step, line);
     })
     .unwrap_or_else(|e| panic!("provision failed: {e}\n{:#?}", log.lines()));
 
@@ -631,7 +631,7 @@ fn a_failing_script_reports_its_code_and_last_lines() {
     let log = Log::default();
     let merged = fx.mounted.merged();
     let error = provision(&merged, &fx.inputs(), &s, &context(), &|step, line| {
-        log.push(step, line)
+        log.push(step, line);
     })
     .unwrap_err();
     let Error::Script {
@@ -704,7 +704,7 @@ fn services_are_enabled_and_disabled_offline() {
     s.services.disable = vec!["getty@.service".to_owned()];
     let log = Log::default();
     provision(&merged, &fx.inputs(), &s, &context(), &|step, line| {
-        log.push(step, line)
+        log.push(step, line);
     })
     .unwrap_or_else(|e| panic!("{e}\n{:#?}", log.lines()));
     let wants = merged.join("etc/systemd/system/multi-user.target.wants/systemd-networkd.service");
@@ -743,7 +743,7 @@ fn existing_accounts_are_updated_and_unknown_owners_refused() {
     let run = |s: &ImageSettings| {
         let log = Log::default();
         let result = provision(&merged, &fx.inputs(), s, &context(), &|step, line| {
-            log.push(step, line)
+            log.push(step, line);
         });
         for (step, line) in log.lines() {
             assert!(!line.contains(HASH), "hash logged by {step}: {line}");
