@@ -1125,6 +1125,25 @@ fn shared_inventory(
         if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
             continue; // reported by the settings check
         }
+        // A folder on the way that is a link out of the tree: refused
+        // before anything below it is listed.
+        let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+        if !parent.as_os_str().is_empty() {
+            if let Err(OpenError::Outside) = tree.open(parent) {
+                diags.push(
+                    Diagnostic::at(
+                        origin,
+                        format!(
+                            "`{rel}` is below `{}`, a symbolic link leading out of the tree",
+                            parent.display()
+                        ),
+                        "named here",
+                    )
+                    .with_help(OUTSIDE_HELP),
+                );
+                continue;
+            }
+        }
         let path = root.join(rel);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => {

@@ -117,7 +117,7 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
         ))
     })?;
     crate::staging::clean_stale(&settings.out_dir);
-    let lock = TreeLock::read_or_default(&settings.lock_path)
+    let lock = crate::build::read_lock(&settings.lock_path)
         .map_err(|e| Failure::Config(format!("error: {}\n", chain(&e))))?;
     let lock_before = lock.clone();
     let lock = Mutex::new(lock);

@@ -202,3 +202,42 @@ fn links_inside_the_tree_work() {
     std::fs::write(tree.path().join("common/motd"), "changed\n").expect("write");
     assert_ne!(before, digest());
 }
+
+#[test]
+fn a_shared_path_below_a_folder_linked_out_of_the_tree_is_refused() {
+    let (host_dir, host) = host_file();
+    let tree = TestTree::new(&[
+        (
+            "kiln.toml",
+            &kiln_toml("[defaults]\nfiles = [{ path = \"/etc/x\", source = \"shared/shadow\" }]\n"),
+        ),
+        ("base/image.toml", "from = \"debian:bookworm\"\n"),
+    ]);
+    symlink(host_dir.path(), tree.path().join("shared")).expect("symlink");
+    let err = refused(&tree, &host);
+    assert!(
+        err.contains("`shared/shadow` is below `shared`, a symbolic link leading out of the tree"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_kiln_lock_linked_out_of_the_tree_is_never_read() {
+    let (_host_dir, host) = host_file();
+    let tree = TestTree::new(&[
+        ("kiln.toml", &kiln_toml("")),
+        ("base/image.toml", "from = \"debian:bookworm\"\n"),
+    ]);
+    symlink(&host, tree.path().join("kiln.lock")).expect("symlink");
+    let build = kiln(tree.path(), &["build", ".", "--offline"]);
+    assert_ne!(build.code, 0, "{}", build.stderr);
+    assert!(!build.stderr.contains(SECRET), "{}", build.stderr);
+    assert!(!build.stdout.contains(SECRET), "{}", build.stdout);
+    assert!(
+        build
+            .stderr
+            .contains("it is a symbolic link leading out of the tree"),
+        "{}",
+        build.stderr
+    );
+}
