@@ -967,6 +967,18 @@ fn walk_image(
 ) {
     for e in sorted_entries(dir, diags) {
         let path = e.path();
+        if e.file_name().to_str().is_none() {
+            // Recorded lossily, it could be neither digested nor copied.
+            diags.push(
+                Diagnostic::new(format!(
+                    "unsupported file name at `{}`: it is not UTF-8",
+                    path.display()
+                ))
+                .with_path(&path)
+                .with_help("rename the file; kiln's inventory of a folder holds UTF-8 names"),
+            );
+            continue;
+        }
         let rel = path.strip_prefix(base).unwrap_or(&path);
         let rel_str = rel.to_string_lossy().replace('\\', "/");
         if dir == base && (rel_str == IMAGE_FILE || rel_str == ".git") {
