@@ -289,6 +289,12 @@ fn check_paths(tree: &Tree, v: &Expanded, diags: &mut Diagnostics) {
             ));
             continue;
         };
+        // The image folder's own `rootfs/` is named by no setting.
+        let named = if p.origin.span.is_empty() {
+            "this image's `rootfs`"
+        } else {
+            "named here"
+        };
         let problem = match (&entry.kind, folder) {
             (FileKind::Dir { .. }, true)
             | (
@@ -303,7 +309,7 @@ fn check_paths(tree: &Tree, v: &Expanded, diags: &mut Diagnostics) {
                 Diagnostic::at(
                     &p.origin,
                     format!("`{}` is a symbolic link leading out of the tree (to `{target}`)", p.path),
-                    "named here",
+                    named,
                 )
                 .with_help(OUTSIDE_HELP),
             ),
@@ -311,29 +317,29 @@ fn check_paths(tree: &Tree, v: &Expanded, diags: &mut Diagnostics) {
                 Diagnostic::at(
                     &p.origin,
                     format!("`{}` is a symbolic link (to `{target}`), not a folder", p.path),
-                    "named here",
+                    named,
                 )
                 .with_help("kiln copies a folder of the tree itself, not one a link leads to; name the folder"),
             ),
             (FileKind::Symlink { target, leads: LinkTarget::Dir }, false) => Some(Diagnostic::at(
                 &p.origin,
                 format!("`{}` is a symbolic link to a folder (`{target}`), not a file", p.path),
-                "named here",
+                named,
             )),
             (FileKind::Symlink { target, .. }, false) => Some(Diagnostic::at(
                 &p.origin,
                 format!("`{}` is a symbolic link (to `{target}`) that leads to no file", p.path),
-                "named here",
+                named,
             )),
             (_, true) => Some(Diagnostic::at(
                 &p.origin,
                 format!("`{}` is not a folder", p.path),
-                "named here",
+                named,
             )),
             (FileKind::Dir { .. }, false) => Some(Diagnostic::at(
                 &p.origin,
                 format!("`{}` is a folder, not a file", p.path),
-                "named here",
+                named,
             )),
         };
         diags.extend(problem);

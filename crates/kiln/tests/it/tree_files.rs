@@ -241,3 +241,18 @@ fn a_kiln_lock_linked_out_of_the_tree_is_never_read() {
         build.stderr
     );
 }
+
+#[test]
+fn an_image_folders_rootfs_linked_out_of_the_tree_is_refused() {
+    let (host_dir, host) = host_file();
+    let tree = TestTree::new(&[
+        ("kiln.toml", &kiln_toml("")),
+        ("base/image.toml", "from = \"debian:bookworm\"\n"),
+    ]);
+    symlink(host_dir.path(), tree.path().join("base/rootfs")).expect("symlink");
+    let err = refused(&tree, &host);
+    assert!(
+        err.contains("`rootfs` is a symbolic link leading out of the tree"),
+        "{err}"
+    );
+}
