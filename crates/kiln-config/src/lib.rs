@@ -18,6 +18,7 @@ pub mod schema;
 pub mod settings;
 pub mod source;
 pub mod tree;
+pub mod tree_fs;
 pub mod value;
 
 pub use diagnostic::{Diagnostic, Diagnostics, FileId, Origin, SourceMap};
@@ -25,7 +26,8 @@ pub use output::OutputFormat;
 pub use settings::ImageSettings;
 pub use source::{Distribution, Keyring, PackageSource};
 pub use tree::{
-    Dimension, DimensionKey, FileEntry, FileKind, ImageDef, LoadFailure, LoadOptions, MatrixRule,
-    Tree, load,
+    Dimension, DimensionKey, FileEntry, FileKind, ImageDef, LinkTarget, LoadFailure, LoadOptions,
+    MatrixRule, Tree, load,
 };
+pub use tree_fs::{InputError, TreeInputs, TreeRoot};
 pub use value::{Kind, Table, Value};

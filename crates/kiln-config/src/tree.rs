@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostic::{Diagnostic, Diagnostics, FileId, Origin, SourceMap, did_you_mean};
 use crate::schema::{self, FragmentKind, Known, unknown_field};
 use crate::source::{self, DEFAULT_KEYRING, Distribution, Keyring, PackageSource};
+use crate::tree_fs::{OUTSIDE_HELP, OpenError, TreeRoot, hash_reader};
 use crate::value::{Kind, Table, Value, parse_document};
 
 /// The name of the file at the root of a tree.
@@ -179,11 +180,35 @@ pub enum FileKind {
         /// Permission bits.
         mode: u32,
     },
-    /// A symbolic link (not followed).
+    /// A symbolic link (not followed when copied, as in `rootfs`).
     Symlink {
         /// Its target, as written.
         target: String,
+        /// Where it leads when followed, resolved beneath the tree root
+        /// (a `files` source or a `run` script may be a link).
+        leads: LinkTarget,
     },
+}
+
+/// Where a symbolic link of the tree leads when followed beneath the tree
+/// root ([`crate::tree_fs::TreeRoot::follow`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkTarget {
+    /// A regular file inside the tree.
+    File {
+        /// Permission bits.
+        mode: u32,
+        /// Size in bytes.
+        size: u64,
+        /// BLAKE3 of the content.
+        digest: [u8; 32],
+    },
+    /// A folder inside the tree.
+    Dir,
+    /// Out of the tree: an absolute target, or `..` above the root.
+    Outside,
+    /// Nothing that can be read: dangling, a loop, or not a file or folder.
+    Missing,
 }
 
 /// Why a tree could not be loaded: every problem found, and the files they
@@ -241,26 +266,46 @@ pub fn load(root: &Path, options: &LoadOptions) -> Result<Tree, LoadFailure> {
 }
 
 fn read_text(
+    tree: &TreeRoot,
     path: &Path,
     display: String,
     files: &mut SourceMap,
     diags: &mut Diagnostics,
 ) -> Option<FileId> {
-    match fs::read(path) {
+    let rel = tree.relative(path).unwrap_or(path);
+    match tree.read(rel) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => Some(files.add(display, path.to_path_buf(), text)),
             Err(e) => {
+                // Kept (lossily) so the error points at a line and column.
+                let at = e.utf8_error().valid_up_to();
+                let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                let id = files.add(display.clone(), path.to_path_buf(), text);
+                let span = at..at + '\u{fffd}'.len_utf8();
                 diags.push(
-                    Diagnostic::new(format!(
-                        "failed to read `{display}`: not valid UTF-8 (byte {})",
-                        e.utf8_error().valid_up_to()
-                    ))
-                    .with_path(path),
+                    Diagnostic::at(
+                        &Origin { file: id, span },
+                        format!("failed to read `{display}`: not valid UTF-8"),
+                        "not UTF-8 from here",
+                    )
+                    .with_help(
+                        "kiln's configuration files are UTF-8 text; re-save the file as UTF-8",
+                    ),
                 );
                 None
             }
         },
-        Err(e) => {
+        Err(OpenError::Outside) => {
+            diags.push(
+                Diagnostic::new(format!(
+                    "failed to read `{display}`: it is a symbolic link leading out of the tree"
+                ))
+                .with_path(path)
+                .with_help(OUTSIDE_HELP),
+            );
+            None
+        }
+        Err(OpenError::Io(e)) => {
             diags.push(
                 Diagnostic::new(format!("failed to read `{display}`: {}", io_reason(&e)))
                     .with_path(path),
@@ -298,7 +343,21 @@ fn load_inner(
         );
         return None;
     }
-    let root_id = read_text(&root_file, ROOT_FILE.to_string(), files, diags)?;
+    let tree = match TreeRoot::open_root(root) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(format!(
+                    "failed to read folder `{}`: {}",
+                    root.display(),
+                    io_reason(&e)
+                ))
+                .with_path(root),
+            );
+            return None;
+        }
+    };
+    let root_id = read_text(&tree, &root_file, ROOT_FILE.to_string(), files, diags)?;
     let doc = parse_document(root_id, &files.get(root_id).text.clone(), diags)?;
     let Kind::Table(top) = doc.kind else {
         unreachable!("a document is a table")
@@ -351,7 +410,7 @@ fn load_inner(
     let cache_dir = read_cache(top.get("cache").map(|e| &e.value), diags);
 
     let (sources, from_host) = match top.get("sources") {
-        Some(e) => (read_sources(&e.value, diags), false),
+        Some(e) => (read_sources(&tree, &e.value, diags), false),
         None => {
             let host = source::host_sources(&options.host_root, files, diags);
             if host.is_empty() {
@@ -371,7 +430,7 @@ fn load_inner(
     if let Some(c) = &cache_dir {
         skip.push(root.join(c));
     }
-    let (images, broken_images) = read_images(root, &skip, &known, files, diags);
+    let (images, broken_images) = read_images(&tree, &skip, &known, files, diags);
 
     let mut shared_paths = Vec::new();
     collect_paths(&defaults, &mut shared_paths);
@@ -381,7 +440,7 @@ fn load_inner(
             collect_paths(&key.fragment, &mut shared_paths);
         }
     }
-    let shared_files = shared_inventory(root, &shared_paths, &skip, diags);
+    let shared_files = shared_inventory(&tree, &shared_paths, &skip, diags);
 
     Some(Tree {
         root_file: root_id,
@@ -619,7 +678,7 @@ fn string_list(v: &Value, diags: &mut Diagnostics) -> Vec<String> {
     }
 }
 
-fn read_sources(v: &Value, diags: &mut Diagnostics) -> Vec<PackageSource> {
+fn read_sources(tree: &TreeRoot, v: &Value, diags: &mut Diagnostics) -> Vec<PackageSource> {
     let Some(items) = v.as_array() else {
         diags.push(schema::type_error(v, "a list of `[[sources]]` tables"));
         return Vec::new();
@@ -655,7 +714,10 @@ fn read_sources(v: &Value, diags: &mut Diagnostics) -> Vec<PackageSource> {
                 "components" => src.components = string_list(&e.value, diags),
                 "architectures" => src.architectures = string_list(&e.value, diags),
                 "keyring" => match e.value.as_str() {
-                    Some(s) => src.keyring = Keyring::File(PathBuf::from(s)),
+                    Some(s) => {
+                        check_keyring(tree, s, &e.value.origin, diags);
+                        src.keyring = Keyring::File(PathBuf::from(s));
+                    }
                     None => diags.push(schema::type_error(&e.value, "a keyring file path")),
                 },
                 _ => diags.push(unknown_field(key, &e.key, SOURCE_FIELDS, "[[sources]]")),
@@ -678,6 +740,41 @@ fn read_sources(v: &Value, diags: &mut Diagnostics) -> Vec<PackageSource> {
     out
 }
 
+/// A keyring named by a relative path is a file of the tree: it must be
+/// there, beneath the root. (An absolute path names one of the host's
+/// keyrings, as `/usr/share/keyrings/debian-archive-keyring.gpg`.)
+fn check_keyring(tree: &TreeRoot, path: &str, origin: &Origin, diags: &mut Diagnostics) {
+    if Path::new(path).is_absolute() {
+        return;
+    }
+    if path.split('/').any(|c| c == "..") {
+        diags.push(
+            Diagnostic::at(origin, format!("path `{path}` leaves the tree"), "must not hold `..`")
+                .with_help("a relative keyring path is relative to the tree root; name a host keyring by its absolute path"),
+        );
+        return;
+    }
+    match tree.read(Path::new(path)) {
+        Ok(_) => {}
+        Err(OpenError::Outside) => diags.push(
+            Diagnostic::at(
+                origin,
+                format!("`{path}` is a symbolic link leading out of the tree"),
+                "named here",
+            )
+            .with_help(OUTSIDE_HELP),
+        ),
+        Err(OpenError::Io(e)) => diags.push(
+            Diagnostic::at(
+                origin,
+                format!("failed to read keyring `{path}`: {}", io_reason(&e)),
+                "named here",
+            )
+            .with_help("a relative keyring path is relative to the tree root; name a host keyring by its absolute path"),
+        ),
+    }
+}
+
 /// Image folder names: path- and template-safe.
 fn is_image_name(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -686,12 +783,13 @@ fn is_image_name(s: &str) -> bool {
 }
 
 fn read_images(
-    root: &Path,
+    tree: &TreeRoot,
     skip: &[PathBuf],
     known: &Known<'_>,
     files: &mut SourceMap,
     diags: &mut Diagnostics,
 ) -> (Vec<ImageDef>, Vec<String>) {
+    let root = tree.path();
     let mut broken = Vec::new();
     let mut dirs = Vec::new();
     discover(root, root, skip, &mut dirs, diags);
@@ -704,7 +802,7 @@ fn read_images(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let display = format!("{}/{IMAGE_FILE}", rel.display());
-        let Some(id) = read_text(&dir.join(IMAGE_FILE), display.clone(), files, diags) else {
+        let Some(id) = read_text(tree, &dir.join(IMAGE_FILE), display.clone(), files, diags) else {
             broken.push(name);
             continue;
         };
@@ -752,7 +850,7 @@ fn read_images(
             .shift_remove(schema::MATRIX)
             .map(|e| matrix_rules(&e.value))
             .unwrap_or_default();
-        let inventory = inventory(&dir, skip, diags);
+        let inventory = inventory(tree, &dir, skip, diags);
         by_name.insert(name.clone(), images.len());
         images.push(ImageDef {
             name,
@@ -847,14 +945,20 @@ fn discover(
     }
 }
 
-fn inventory(dir: &Path, skip: &[PathBuf], diags: &mut Diagnostics) -> Vec<FileEntry> {
+fn inventory(
+    tree: &TreeRoot,
+    dir: &Path,
+    skip: &[PathBuf],
+    diags: &mut Diagnostics,
+) -> Vec<FileEntry> {
     let mut out = Vec::new();
-    walk_image(dir, dir, skip, &mut out, diags);
+    walk_image(tree, dir, dir, skip, &mut out, diags);
     out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     out
 }
 
 fn walk_image(
+    tree: &TreeRoot,
     base: &Path,
     dir: &Path,
     skip: &[PathBuf],
@@ -863,6 +967,18 @@ fn walk_image(
 ) {
     for e in sorted_entries(dir, diags) {
         let path = e.path();
+        if e.file_name().to_str().is_none() {
+            // Recorded lossily, it could be neither digested nor copied.
+            diags.push(
+                Diagnostic::new(format!(
+                    "unsupported file name at `{}`: it is not UTF-8",
+                    path.display()
+                ))
+                .with_path(&path)
+                .with_help("rename the file; kiln's inventory of a folder holds UTF-8 names"),
+            );
+            continue;
+        }
         let rel = path.strip_prefix(base).unwrap_or(&path);
         let rel_str = rel.to_string_lossy().replace('\\', "/");
         if dir == base && (rel_str == IMAGE_FILE || rel_str == ".git") {
@@ -893,6 +1009,7 @@ fn walk_image(
                     path: rel_str,
                     kind: FileKind::Symlink {
                         target: t.to_string_lossy().into_owned(),
+                        leads: tree.follow(tree.relative(&path).unwrap_or(&path)),
                     },
                 }),
                 Err(err) => diags.push(
@@ -912,9 +1029,9 @@ fn walk_image(
                 path: rel_str,
                 kind: FileKind::Dir { mode },
             });
-            walk_image(base, &path, skip, out, diags);
+            walk_image(tree, base, &path, skip, out, diags);
         } else if ft.is_file() {
-            match hash_file(&path) {
+            match hash_file(tree, &path) {
                 Ok(digest) => out.push(FileEntry {
                     path: rel_str,
                     kind: FileKind::File {
@@ -942,11 +1059,27 @@ fn walk_image(
     }
 }
 
-fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    let file = fs::File::open(path)?;
-    hasher.update_reader(file)?;
-    Ok(*hasher.finalize().as_bytes())
+/// BLAKE3 of a regular file of the tree, opened beneath its root.
+fn hash_file(tree: &TreeRoot, path: &Path) -> io::Result<[u8; 32]> {
+    let rel = tree.relative(path).unwrap_or(path);
+    match tree.open(rel) {
+        Ok(file) => hash_reader(file),
+        Err(OpenError::Outside) => Err(io::Error::other(
+            "it is a symbolic link leading out of the tree",
+        )),
+        Err(OpenError::Io(e)) => Err(e),
+    }
+}
+
+/// Every entry below `dir` (a folder of the tree `tree`), as an image
+/// folder's inventory lists them; the first problem is the error.
+pub(crate) fn scan_folder(tree: &TreeRoot, dir: &Path) -> io::Result<Vec<FileEntry>> {
+    let mut diags = Diagnostics::default();
+    let out = inventory(tree, dir, &[], &mut diags);
+    match diags.into_vec().into_iter().next() {
+        Some(d) => Err(io::Error::other(d.message)),
+        None => Ok(out),
+    }
 }
 
 /// Relative paths a fragment names: `rootfs`, `run` scripts, `files` sources,
@@ -993,15 +1126,35 @@ fn collect_paths(t: &Table, out: &mut Vec<(String, Origin)>) {
 }
 
 fn shared_inventory(
-    root: &Path,
+    tree: &TreeRoot,
     paths: &[(String, Origin)],
     skip: &[PathBuf],
     diags: &mut Diagnostics,
 ) -> Vec<FileEntry> {
+    let root = tree.path();
     let mut out: Vec<FileEntry> = Vec::new();
     for (rel, origin) in paths {
         if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
             continue; // reported by the settings check
+        }
+        // A folder on the way that is a link out of the tree: refused
+        // before anything below it is listed.
+        let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+        if !parent.as_os_str().is_empty() {
+            if let Err(OpenError::Outside) = tree.open(parent) {
+                diags.push(
+                    Diagnostic::at(
+                        origin,
+                        format!(
+                            "`{rel}` is below `{}`, a symbolic link leading out of the tree",
+                            parent.display()
+                        ),
+                        "named here",
+                    )
+                    .with_help(OUTSIDE_HELP),
+                );
+                continue;
+            }
         }
         let path = root.join(rel);
         match fs::symlink_metadata(&path) {
@@ -1013,13 +1166,13 @@ fn shared_inventory(
                     },
                 });
                 let mut inner = Vec::new();
-                walk_image(&path, &path, skip, &mut inner, diags);
+                walk_image(tree, &path, &path, skip, &mut inner, diags);
                 out.extend(inner.into_iter().map(|e| FileEntry {
                     path: format!("{rel}/{}", e.path),
                     kind: e.kind,
                 }));
             }
-            Ok(meta) if meta.is_file() => match hash_file(&path) {
+            Ok(meta) if meta.is_file() => match hash_file(tree, &path) {
                 Ok(digest) => out.push(FileEntry {
                     path: rel.clone(),
                     kind: FileKind::File {
@@ -1031,6 +1184,20 @@ fn shared_inventory(
                 Err(e) => diags.push(Diagnostic::at(
                     origin,
                     format!("failed to read `{rel}`: {}", io_reason(&e)),
+                    "named here",
+                )),
+            },
+            Ok(meta) if meta.is_symlink() => match fs::read_link(&path) {
+                Ok(t) => out.push(FileEntry {
+                    path: rel.clone(),
+                    kind: FileKind::Symlink {
+                        target: t.to_string_lossy().into_owned(),
+                        leads: tree.follow(Path::new(rel)),
+                    },
+                }),
+                Err(e) => diags.push(Diagnostic::at(
+                    origin,
+                    format!("failed to read link `{rel}`: {}", io_reason(&e)),
                     "named here",
                 )),
             },

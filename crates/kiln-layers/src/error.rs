@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 //!
-//! Every message starts with "Failed to …", names the path, step or account
+//! Every message but [`Error::Changed`]'s starts with "Failed to …", names the path, step or account
 //! in backticks and keeps the underlying cause as its `source`. No message
 //! ever holds a password hash.
 
@@ -127,6 +127,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A file of the tree an image uses (a `files` source, a `run`
+    /// script, an entry of `rootfs`) is not what the loader recorded, and
+    /// the plan's digests were made of: edited, removed, or now a link out
+    /// of the tree. Nothing is built from it under the old digest.
+    #[error("`{}` changed since the build started; run the build again", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
     /// A command in the root (a `run` script, `useradd`, `systemctl`)
     /// ended with a non-zero exit code.
     #[error("Failed to run `{step}`: exit code {code}\n{}", last_lines.join("\n"))]
@@ -138,6 +147,19 @@ pub enum Error {
         /// The last lines of its output (at most 20).
         last_lines: Vec<String>,
     },
+}
+
+impl From<kiln_config::InputError> for Error {
+    fn from(e: kiln_config::InputError) -> Self {
+        match e {
+            kiln_config::InputError::Changed { path } => Self::Changed { path },
+            kiln_config::InputError::Io { path, source } => Self::Io {
+                action: "read",
+                path,
+                source,
+            },
+        }
+    }
 }
 
 impl Error {

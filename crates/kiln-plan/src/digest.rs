@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use kiln_config::tree::{FileEntry, FileKind};
+use kiln_config::tree::{FileEntry, FileKind, LinkTarget};
 use kiln_config::{Kind, Table, Value};
 
 /// Domain separator and version of the encoding.
@@ -140,9 +140,17 @@ impl Encoder {
                 self.tag(b'D');
                 self.u64(u64::from(*mode));
             }
-            FileKind::Symlink { target } => {
+            FileKind::Symlink { target, leads } => {
                 self.tag(b'L');
                 self.str(target);
+                // What a followed link reads (a `files` source, a script);
+                // nothing for the others, whose link alone is the input.
+                if let LinkTarget::File { mode, size, digest } = leads {
+                    self.tag(b'f');
+                    self.u64(u64::from(*mode));
+                    self.u64(*size);
+                    self.bytes(digest);
+                }
             }
         }
     }

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_config::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use kiln_config::settings::{Base, ConfigPath, FileContent, RunBody};
-use kiln_config::tree::FileEntry;
+use kiln_config::tree::{FileEntry, FileKind, LinkTarget};
+use kiln_config::tree_fs::OUTSIDE_HELP;
 use kiln_config::{Origin, Tree};
 
 use crate::digest::Encoder;
@@ -269,7 +270,9 @@ fn config_paths(v: &Expanded) -> Vec<&ConfigPath> {
 
 fn check_paths(tree: &Tree, v: &Expanded, diags: &mut Diagnostics) {
     let image = &tree.images[v.image];
+    let folders: Vec<&ConfigPath> = v.settings.rootfs.iter().collect();
     for p in config_paths(v) {
+        let folder = folders.iter().any(|f| std::ptr::eq(*f, p));
         let (list, whose): (&[FileEntry], String) = if p.origin.file == tree.root_file {
             (&tree.shared_files, "the tree root".to_string())
         } else {
@@ -278,13 +281,68 @@ fn check_paths(tree: &Tree, v: &Expanded, diags: &mut Diagnostics) {
                 format!("the folder of image `{}`", image.name),
             )
         };
-        if !list.iter().any(|f| f.path == p.path) {
+        let Some(entry) = list.iter().find(|f| f.path == p.path) else {
             diags.push(Diagnostic::at(
                 &p.origin,
                 format!("`{}` does not exist in {whose}", p.path),
                 "no such file",
             ));
-        }
+            continue;
+        };
+        // The image folder's own `rootfs/` is named by no setting.
+        let named = if p.origin.span.is_empty() {
+            "this image's `rootfs`"
+        } else {
+            "named here"
+        };
+        let problem = match (&entry.kind, folder) {
+            (FileKind::Dir { .. }, true)
+            | (
+                FileKind::File { .. }
+                | FileKind::Symlink {
+                    leads: LinkTarget::File { .. },
+                    ..
+                },
+                false,
+            ) => None,
+            (FileKind::Symlink { leads: LinkTarget::Outside, target }, _) => Some(
+                Diagnostic::at(
+                    &p.origin,
+                    format!("`{}` is a symbolic link leading out of the tree (to `{target}`)", p.path),
+                    named,
+                )
+                .with_help(OUTSIDE_HELP),
+            ),
+            (FileKind::Symlink { target, .. }, true) => Some(
+                Diagnostic::at(
+                    &p.origin,
+                    format!("`{}` is a symbolic link (to `{target}`), not a folder", p.path),
+                    named,
+                )
+                .with_help("kiln copies a folder of the tree itself, not one a link leads to; name the folder"),
+            ),
+            (FileKind::Symlink { target, leads: LinkTarget::Dir }, false) => Some(Diagnostic::at(
+                &p.origin,
+                format!("`{}` is a symbolic link to a folder (`{target}`), not a file", p.path),
+                named,
+            )),
+            (FileKind::Symlink { target, .. }, false) => Some(Diagnostic::at(
+                &p.origin,
+                format!("`{}` is a symbolic link (to `{target}`) that leads to no file", p.path),
+                named,
+            )),
+            (_, true) => Some(Diagnostic::at(
+                &p.origin,
+                format!("`{}` is not a folder", p.path),
+                named,
+            )),
+            (FileKind::Dir { .. }, false) => Some(Diagnostic::at(
+                &p.origin,
+                format!("`{}` is a folder, not a file", p.path),
+                named,
+            )),
+        };
+        diags.extend(problem);
     }
 }
 

@@ -257,7 +257,12 @@ fn variant(
         && image
             .files
             .iter()
-            .any(|f| f.path == "rootfs" && matches!(f.kind, FileKind::Dir { .. }))
+            // A link named `rootfs` too: the plan refuses it rather than
+            // leaving it out silently.
+            .any(|f| {
+                f.path == "rootfs"
+                    && matches!(f.kind, FileKind::Dir { .. } | FileKind::Symlink { .. })
+            })
     {
         settings.rootfs = Some(ConfigPath {
             path: "rootfs".to_string(),

@@ -2,7 +2,7 @@
 //! variant's suite, verified indexes, a resolution (or the lock's) and the
 //! settings every build step shares. `engine.rs` drives the build itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_config::settings::{Base, BootstrapVariant};
 use kiln_debian::{
@@ -301,13 +301,17 @@ pub fn open_source(
     progress: &FetchProgress<'_>,
 ) -> Result<(DebianSource, Vec<kiln_debian::AptSource>), Failure> {
     let name = &b.variant.name;
-    let sources =
-        crate::sources::for_suite(&tree.sources, b.suite, &settings.cache_dir.join("keys"))
-            .map_err(|e| {
-                Failure::Build(format!(
-                    "error: {name}: failed to write a keyring to the cache: {e}\n"
-                ))
-            })?;
+    let sources = crate::sources::for_suite(
+        &tree.sources,
+        b.suite,
+        &settings.cache_dir.join("keys"),
+        &tree.root,
+    )
+    .map_err(|e| {
+        Failure::Build(format!(
+            "error: {name}: failed to copy a keyring to the cache: {e}\n"
+        ))
+    })?;
     if sources.is_empty() {
         return Err(Failure::Config(format!(
             "error: {name}: no package source for suite `{}`\n",
@@ -366,11 +370,43 @@ pub fn resolve(
     Ok(set)
 }
 
+/// The tree's `kiln.lock` (empty when there is none), read beneath the tree
+/// root like every file of the tree: a `kiln.lock` that is a symbolic link
+/// out of the tree is an error, never read.
+pub fn read_lock(lock_path: &Path) -> Result<TreeLock, kiln_debian::Error> {
+    let io_error = |source| kiln_debian::Error::LockIo {
+        path: lock_path.to_owned(),
+        source,
+    };
+    let (Some(dir), Some(name)) = (lock_path.parent(), lock_path.file_name()) else {
+        return TreeLock::read_or_default(lock_path);
+    };
+    let root = kiln_config::TreeRoot::open_root(dir).map_err(io_error)?;
+    match root.read(Path::new(name)) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                io_error(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not valid UTF-8",
+                ))
+            })?;
+            TreeLock::parse(&text, lock_path)
+        }
+        Err(kiln_config::tree_fs::OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(TreeLock::default())
+        }
+        Err(kiln_config::tree_fs::OpenError::Outside) => Err(io_error(std::io::Error::other(
+            "it is a symbolic link leading out of the tree",
+        ))),
+        Err(kiln_config::tree_fs::OpenError::Io(e)) => Err(io_error(e)),
+    }
+}
+
 pub fn run_lock(args: &LockArgs, style: Style) -> Outcome {
     let (tree, plan) = load_plan(&args.dir, &selection(&args.select), style)?;
     let settings = BuildSettings::resolve(&tree, &args.fetch, false, 1)?;
     let reporter = Reporter::new();
-    let mut lock = TreeLock::read_or_default(&settings.lock_path)
+    let mut lock = read_lock(&settings.lock_path)
         .map_err(|e| Failure::Config(format!("error: {}\n", chain(&e))))?;
     let mut out = String::new();
     for b in (0..plan.variants.len()).filter_map(|i| package_job(&plan, i)) {

@@ -117,7 +117,7 @@ pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
         ))
     })?;
     crate::staging::clean_stale(&settings.out_dir);
-    let lock = TreeLock::read_or_default(&settings.lock_path)
+    let lock = crate::build::read_lock(&settings.lock_path)
         .map_err(|e| Failure::Config(format!("error: {}\n", chain(&e))))?;
     let lock_before = lock.clone();
     let lock = Mutex::new(lock);
@@ -466,13 +466,10 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
     let v = &ctx.plan.variants[id];
     let key = ctx.keys.lock().expect("not poisoned")[id].expect("set before building");
     let stage = ctx.store.stage(&key).map_err(|e| chain(&e))?;
-    let image = ctx
-        .tree
-        .images
-        .iter()
-        .find(|i| i.name == v.image)
-        .expect("plan images exist");
-    let image_dir = ctx.tree.root.join(&image.dir);
+    // The image's files, opened beneath the tree root and checked against
+    // the digests the plan was made of.
+    let inputs = kiln_config::TreeInputs::of_image(ctx.tree, &v.image)
+        .map_err(|e| format!("failed to open the tree `{}`: {e}", ctx.tree.root.display()))?;
     // Until its packages say otherwise, a variant has its parent's epoch.
     let inherited = v
         .parent
@@ -481,7 +478,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
     if matches!(v.settings.base, Base::Bootstrap { .. }) {
         let root = stage.tree().to_path_buf();
         install_packages(ctx, id, &root, true, log)?;
-        provision_root(ctx, id, &root, &image_dir, log)?;
+        provision_root(ctx, id, &root, &inputs, log)?;
         return Ok(stage);
     }
     // Over the parent's layers.
@@ -500,7 +497,7 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
         let overlay = kiln_layers::Overlay::mount(&stack, stage.tree(), &work, &mnt)
             .map_err(|e| chain(&e))?;
         install_packages(ctx, id, &mnt, false, log)?;
-        provision_root(ctx, id, &mnt, &image_dir, log)?;
+        provision_root(ctx, id, &mnt, &inputs, log)?;
         overlay.unmount().map_err(|e| StepError::build(chain(&e)))
     })();
     let _ = fs::remove_dir_all(&scratch);
@@ -514,7 +511,7 @@ fn provision_root(
     ctx: &Ctx<'_>,
     id: usize,
     root: &Path,
-    image_dir: &Path,
+    inputs: &kiln_config::TreeInputs,
     log: &VariantLog,
 ) -> Result<(), StepError> {
     let v = &ctx.plan.variants[id];
@@ -529,8 +526,7 @@ fn provision_root(
     };
     kiln_layers::provision(
         root,
-        image_dir,
-        &ctx.tree.root,
+        inputs,
         &v.settings,
         &pctx,
         &|step: &str, line: &str| log.line(step, line),

@@ -41,8 +41,8 @@ fn actions(
     epoch: Option<i64>,
 ) -> Vec<Action> {
     let store = kiln_store::Store::open_read_only(store_dir).ok();
-    let lock = kiln_debian::TreeLock::read_or_default(&tree.root.join(crate::build::LOCK_FILE))
-        .unwrap_or_default();
+    let lock =
+        crate::build::read_lock(&tree.root.join(crate::build::LOCK_FILE)).unwrap_or_default();
     crate::keys::known_keys(plan, &lock, epoch)
         .iter()
         .map(|key| match (&store, key) {

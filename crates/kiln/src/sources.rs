@@ -19,11 +19,13 @@ fn family(suite: &str) -> &str {
     suite.split('-').next().unwrap_or(suite)
 }
 
-/// The apt sources for `suite`; inline keys are written below `key_dir`.
+/// The apt sources for `suite`; inline keys, and keyrings of the tree
+/// (relative paths, read beneath `tree_root`), are written below `key_dir`.
 pub fn for_suite(
     sources: &[PackageSource],
     suite: &str,
     key_dir: &Path,
+    tree_root: &Path,
 ) -> std::io::Result<Vec<AptSource>> {
     let direct: Vec<AptSource> = sources
         .iter()
@@ -34,7 +36,7 @@ pub fn for_suite(
                 .filter(|x| family(x) == suite)
                 .cloned()
                 .collect();
-            (!suites.is_empty()).then(|| to_apt(s, suites, key_dir))
+            (!suites.is_empty()).then(|| to_apt(s, suites, key_dir, tree_root))
         })
         .collect::<std::io::Result<_>>()?;
     if !direct.is_empty() {
@@ -56,13 +58,19 @@ pub fn for_suite(
                 .filter(|x| family(x) == base && !x.ends_with("-backports"))
                 .map(|x| format!("{suite}{}", &x[base.len()..]))
                 .collect();
-            (!suites.is_empty()).then(|| to_apt(s, suites, key_dir))
+            (!suites.is_empty()).then(|| to_apt(s, suites, key_dir, tree_root))
         })
         .collect()
 }
 
-fn to_apt(s: &PackageSource, suites: Vec<String>, key_dir: &Path) -> std::io::Result<AptSource> {
+fn to_apt(
+    s: &PackageSource,
+    suites: Vec<String>,
+    key_dir: &Path,
+    tree_root: &Path,
+) -> std::io::Result<AptSource> {
     let keyring = match &s.keyring {
+        Keyring::File(p) if p.is_relative() => tree_key(tree_root, p, key_dir)?,
         Keyring::File(p) => p.clone(),
         Keyring::Inline(armored) => inline_key(armored, key_dir)?,
     };
@@ -76,6 +84,20 @@ fn to_apt(s: &PackageSource, suites: Vec<String>, key_dir: &Path) -> std::io::Re
         },
         keyring,
     })
+}
+
+/// Reads a keyring file of the tree beneath its root (a link out of the
+/// tree is refused) and writes it to a file named by its digest (once), so
+/// what is verified against is what was read.
+fn tree_key(tree_root: &Path, rel: &Path, key_dir: &Path) -> std::io::Result<PathBuf> {
+    let bytes = kiln_config::TreeRoot::open_root(tree_root)?
+        .read(rel)
+        .map_err(|e| std::io::Error::other(format!("`{}`: {e}", tree_root.join(rel).display())))?;
+    let path = key_dir.join(format!("{}.key", blake3::hash(&bytes).to_hex()));
+    if !path.exists() {
+        kiln_store::write_atomic(&path, &bytes, 0o644)?;
+    }
+    Ok(path)
 }
 
 /// Writes an inline key to a file named by its digest (once) and returns it.
@@ -114,13 +136,13 @@ mod tests {
             src("http://m/security", &["bookworm-security"]),
         ];
         let dir = tempfile::tempdir().expect("tmp");
-        let b = for_suite(&host, "bookworm", dir.path()).expect("ok");
+        let b = for_suite(&host, "bookworm", dir.path(), dir.path()).expect("ok");
         assert_eq!(
             b[0].suites,
             ["bookworm", "bookworm-updates", "bookworm-backports"]
         );
         assert_eq!(b[1].suites, ["bookworm-security"]);
-        let t = for_suite(&host, "trixie", dir.path()).expect("ok");
+        let t = for_suite(&host, "trixie", dir.path(), dir.path()).expect("ok");
         assert_eq!(t[0].suites, ["trixie", "trixie-updates"]);
         assert_eq!(t[0].uris, ["http://m/debian"]);
         assert_eq!(t[1].suites, ["trixie-security"]);

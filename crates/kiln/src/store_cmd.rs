@@ -28,9 +28,8 @@ fn open(
         (cache, {
             // Layers are keyed through kiln.lock; a variant without a
             // current entry references no layer yet.
-            let lock =
-                kiln_debian::TreeLock::read_or_default(&tree.root.join(crate::build::LOCK_FILE))
-                    .unwrap_or_default();
+            let lock = crate::build::read_lock(&tree.root.join(crate::build::LOCK_FILE))
+                .unwrap_or_default();
             crate::keys::known_keys(&plan, &lock, crate::build::epoch_override(&tree)?)
                 .into_iter()
                 .flatten()

@@ -3,3 +3,4 @@
 mod interpolate;
 mod merge;
 mod sources;
+mod tree_fs;

@@ -1,13 +1,11 @@
 //! `services` and `run`: commands run in the root.
 
-use std::fs;
-
-use kiln_config::ImageSettings;
 use kiln_config::settings::{RunBody, RunStep, Services};
+use kiln_config::{ImageSettings, TreeInputs};
 
 use kiln_dpkg::sandbox::RunOptions;
 
-use super::{ConfigPaths, Log, ProvisionContext, run_in_root};
+use super::{Log, ProvisionContext, run_in_root};
 use crate::error::Error;
 use crate::root::RootDir;
 
@@ -74,7 +72,7 @@ pub(super) fn run_script(
     script: &Script<'_>,
     settings: &ImageSettings,
     ctx: &ProvisionContext,
-    paths: &ConfigPaths<'_>,
+    inputs: &TreeInputs,
     log: &Log<'_>,
 ) -> Result<(), Error> {
     let Script {
@@ -85,10 +83,7 @@ pub(super) fn run_script(
     } = *script;
     let script = match &run.body {
         RunBody::Inline(text) => text.clone().into_bytes(),
-        RunBody::Script(path) => {
-            let path = paths.resolve(path);
-            fs::read(&path).map_err(|e| Error::io("read", &path, e))?
-        }
+        RunBody::Script(path) => inputs.read(path)?,
     };
     if !root.exists("tmp")? {
         root.create_dirs("tmp", 0o1777)?;

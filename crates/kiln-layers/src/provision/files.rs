@@ -1,76 +1,44 @@
 //! `rootfs`, `files` and `hostname`: content from the image folder or the
 //! configuration, written into the root.
 
-use std::fs::{self, File};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use kiln_config::settings::{FileContent, FileSpec};
+use kiln_config::settings::{ConfigPath, FileContent, FileSpec};
+use kiln_config::{FileKind, TreeInputs};
 
-use super::{ConfigPaths, Log};
+use super::Log;
 use crate::error::Error;
 use crate::provision::accounts::Accounts;
 use crate::root::RootDir;
 
-/// Copies the folder `source` into the root: files and symbolic links
+/// Copies the folder `source` into the root, as the loader listed it:
+/// files (read beneath the tree root, checked against their recorded
+/// digests) and symbolic links (their recorded targets, never followed)
 /// replace what is there (a directory in the way is an error), directories
 /// are created with their mode or, if they exist, kept as they are;
 /// everything is owned by root:root.
-pub(super) fn copy_tree(root: &RootDir, source: &Path, log: &Log<'_>) -> Result<(), Error> {
-    let meta = fs::metadata(source).map_err(|e| Error::io("read", source, e))?;
-    if !meta.is_dir() {
-        return Err(Error::Unsupported {
-            path: source.to_owned(),
-            reason: "`rootfs` must be a folder".to_owned(),
-        });
-    }
+pub(super) fn copy_tree(
+    root: &RootDir,
+    inputs: &TreeInputs,
+    source: &ConfigPath,
+    log: &Log<'_>,
+) -> Result<(), Error> {
+    let entries = inputs.folder(source)?;
     let mut count = 0;
-    copy_dir(root, source, "", &mut count)?;
-    log(&format!("copied {count} entries"));
-    Ok(())
-}
-
-fn copy_dir(root: &RootDir, dir: &Path, rel: &str, count: &mut usize) -> Result<(), Error> {
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("read", dir, e))?;
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|_| Error::Unsupported {
-                path: entry.path(),
-                reason: "the file name is not UTF-8".to_owned(),
-            })?;
-        entries.push(name);
-    }
-    entries.sort();
-    for name in entries {
-        let path = dir.join(&name);
-        let child = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
-        };
-        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("read", &path, e))?;
-        let mode = meta.permissions().mode() & 0o7777;
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            root.create_dirs(&child, mode)?;
-            copy_dir(root, &path, &child, count)?;
-        } else if kind.is_file() {
-            let mut file = File::open(&path).map_err(|e| Error::io("read", &path, e))?;
-            root.write_with(&child, mode, (0, 0), &mut file)?;
-        } else if kind.is_symlink() {
-            let target = fs::read_link(&path).map_err(|e| Error::io("read", &path, e))?;
-            root.symlink(&child, &target)?;
-        } else {
-            return Err(Error::Unsupported {
-                path,
-                reason: "only files, folders and symbolic links can be copied".to_owned(),
-            });
+    for entry in &entries {
+        match &entry.kind {
+            FileKind::Dir { mode } => {
+                root.create_dirs(&entry.path, *mode)?;
+            }
+            FileKind::File { mode, .. } => {
+                let bytes = inputs.read_in(source, entry)?;
+                root.write(&entry.path, *mode, (0, 0), &bytes)?;
+            }
+            FileKind::Symlink { target, .. } => root.symlink(&entry.path, Path::new(target))?,
         }
-        *count += 1;
+        count += 1;
     }
+    log(&format!("copied {count} entries"));
     Ok(())
 }
 
@@ -79,7 +47,7 @@ fn copy_dir(root: &RootDir, dir: &Path, rel: &str, count: &mut usize) -> Result<
 pub(super) fn write_files(
     root: &RootDir,
     files: &[FileSpec],
-    paths: &ConfigPaths<'_>,
+    inputs: &TreeInputs,
     log: &Log<'_>,
 ) -> Result<(), Error> {
     let accounts = Accounts::read(root)?;
@@ -103,9 +71,8 @@ pub(super) fn write_files(
                 root.write(&spec.path, spec.mode, (uid, gid), text.as_bytes())?;
             }
             FileContent::Source(source) => {
-                let source = paths.resolve(source);
-                let mut file = File::open(&source).map_err(|e| Error::io("read", &source, e))?;
-                root.write_with(&spec.path, spec.mode, (uid, gid), &mut file)?;
+                let bytes = inputs.read(source)?;
+                root.write(&spec.path, spec.mode, (uid, gid), &bytes)?;
             }
         }
         log(&format!(

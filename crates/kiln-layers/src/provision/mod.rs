@@ -6,12 +6,10 @@ mod cleanup;
 mod commands;
 mod files;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_config::FileId;
-use kiln_config::ImageSettings;
-use kiln_config::settings::ConfigPath;
+use kiln_config::{ImageSettings, TreeInputs};
 
 use crate::error::Error;
 use crate::root::RootDir;
@@ -125,9 +123,13 @@ pub struct ProvisionReport {
 /// [`STEP_FINISHED`] (or [`STEP_FAILED`]) last, the output of commands
 /// (stdout and stderr, in order) and short summaries in between.
 ///
-/// Paths in `settings` are relative to `image_dir` (the image folder), or
-/// to `tree_root` when they were written in the tree's `kiln.toml`: the
-/// first file a tree load reads (`FileId` 0, `Tree::root_file`).
+/// Paths in `settings` are read through `inputs`: relative to the image
+/// folder, or to the tree root when they were written in the tree's
+/// `kiln.toml`; opened beneath the tree root (a symbolic link leading out
+/// of the tree is never followed) and checked against the digest the
+/// loader recorded, so a file edited since is [`Error::Changed`], never
+/// built under the old input digest. `rootfs` is copied as the loader
+/// listed it (its links as links, from the recorded targets).
 ///
 /// Every write stays inside the root (parents resolved with
 /// `openat2(RESOLVE_IN_ROOT)`, final components never followed).
@@ -137,8 +139,7 @@ pub struct ProvisionReport {
 /// [`crate::private_mount_namespace`]).
 pub fn provision(
     root: &Path,
-    image_dir: &Path,
-    tree_root: &Path,
+    inputs: &TreeInputs,
     settings: &ImageSettings,
     ctx: &ProvisionContext,
     log: &(dyn Fn(&str, &str) + Sync),
@@ -150,10 +151,6 @@ pub fn provision(
         base_env.push(("SOURCE_DATE_EPOCH", epoch));
     }
     let base_env = base_env.as_slice();
-    let paths = ConfigPaths {
-        image_dir,
-        tree_root,
-    };
     let mut report = ProvisionReport::default();
     let mut step = |name: &str, body: &mut dyn FnMut(&Log<'_>) -> Result<(), Error>| {
         let line = |text: &str| log(name, text);
@@ -173,12 +170,13 @@ pub fn provision(
     };
 
     if let Some(rootfs) = &settings.rootfs {
-        let source = paths.resolve(rootfs);
-        step("rootfs", &mut |log| files::copy_tree(&root, &source, log))?;
+        step("rootfs", &mut |log| {
+            files::copy_tree(&root, inputs, rootfs, log)
+        })?;
     }
     if !settings.files.is_empty() {
         step("files", &mut |log| {
-            files::write_files(&root, &settings.files, &paths, log)
+            files::write_files(&root, &settings.files, inputs, log)
         })?;
     }
     if let Some(hostname) = &settings.hostname {
@@ -207,7 +205,7 @@ pub fn provision(
                     run,
                     base_env,
                 };
-                commands::run_script(&root, &script, settings, ctx, &paths, log)
+                commands::run_script(&root, &script, settings, ctx, inputs, log)
             });
             if result.is_err() {
                 break;
@@ -225,25 +223,6 @@ pub fn provision(
 
 /// Where a step's lines go: one line at a time, without a newline.
 pub(crate) type Log<'a> = dyn Fn(&str) + 'a;
-
-/// Resolves the paths of a variant's configuration.
-pub(crate) struct ConfigPaths<'a> {
-    image_dir: &'a Path,
-    tree_root: &'a Path,
-}
-
-impl ConfigPaths<'_> {
-    pub(crate) fn resolve(&self, path: &ConfigPath) -> PathBuf {
-        // `load` reads `kiln.toml` first, so it is file 0 of the tree's
-        // source map; everything else a variant names is from its own
-        // image folder's `image.toml`.
-        if path.origin.file == FileId::from_index(0) {
-            self.tree_root.join(&path.path)
-        } else {
-            self.image_dir.join(&path.path)
-        }
-    }
-}
 
 /// The environment of every command kiln runs in a root (`run` scripts get
 /// more); nothing is taken from the host.

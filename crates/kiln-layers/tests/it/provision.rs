@@ -37,7 +37,7 @@ fn image_path(path: &str) -> ConfigPath {
     }
 }
 
-fn settings() -> ImageSettings {
+pub(crate) fn settings() -> ImageSettings {
     ImageSettings {
         base: Base::Image("base".to_owned()),
         from_origin: image_origin(),
@@ -156,6 +156,13 @@ struct Fixture {
     _dir: tempfile::TempDir,
     image_dir: PathBuf,
     tree_root: PathBuf,
+}
+
+impl Fixture {
+    /// The tree's files as they are now, as a loaded tree records them.
+    fn inputs(&self) -> kiln_config::TreeInputs {
+        kiln_config::TreeInputs::scan(&self.tree_root, Path::new("images/web")).unwrap()
+    }
 }
 
 fn fixture(flavour: &str) -> Fixture {
@@ -302,14 +309,9 @@ fn provisions_a_debian_root_into_a_layer() {
 
     let log = Log::default();
     let merged = fx.mounted.merged();
-    let report = provision(
-        &merged,
-        &fx.image_dir,
-        &fx.tree_root,
-        &s,
-        &context(),
-        &|step, line| log.push(step, line),
-    )
+    let report = provision(&merged, &fx.inputs(), &s, &context(), &|step, line| {
+        log.push(step, line);
+    })
     .unwrap_or_else(|e| panic!("provision failed: {e}\n{:#?}", log.lines()));
 
     // Steps in order, each started and finished.
@@ -633,14 +635,9 @@ fn a_failing_script_reports_its_code_and_last_lines() {
     ];
     let log = Log::default();
     let merged = fx.mounted.merged();
-    let error = provision(
-        &merged,
-        &fx.image_dir,
-        &fx.tree_root,
-        &s,
-        &context(),
-        &|step, line| log.push(step, line),
-    )
+    let error = provision(&merged, &fx.inputs(), &s, &context(), &|step, line| {
+        log.push(step, line);
+    })
     .unwrap_err();
     let Error::Script {
         step,
@@ -685,8 +682,7 @@ fn services_need_systemd() {
     s.services.enable = vec!["ssh.service".to_owned()];
     let error = provision(
         &fx.mounted.merged(),
-        &fx.image_dir,
-        &fx.tree_root,
+        &fx.inputs(),
         &s,
         &context(),
         &|_, _| {},
@@ -712,14 +708,9 @@ fn services_are_enabled_and_disabled_offline() {
     s.services.enable = vec!["systemd-networkd.service".to_owned()];
     s.services.disable = vec!["getty@.service".to_owned()];
     let log = Log::default();
-    provision(
-        &merged,
-        &fx.image_dir,
-        &fx.tree_root,
-        &s,
-        &context(),
-        &|step, line| log.push(step, line),
-    )
+    provision(&merged, &fx.inputs(), &s, &context(), &|step, line| {
+        log.push(step, line);
+    })
     .unwrap_or_else(|e| panic!("{e}\n{:#?}", log.lines()));
     let wants = merged.join("etc/systemd/system/multi-user.target.wants/systemd-networkd.service");
     assert_eq!(
@@ -756,14 +747,9 @@ fn existing_accounts_are_updated_and_unknown_owners_refused() {
     };
     let run = |s: &ImageSettings| {
         let log = Log::default();
-        let result = provision(
-            &merged,
-            &fx.image_dir,
-            &fx.tree_root,
-            s,
-            &context(),
-            &|step, line| log.push(step, line),
-        );
+        let result = provision(&merged, &fx.inputs(), s, &context(), &|step, line| {
+            log.push(step, line);
+        });
         for (step, line) in log.lines() {
             assert!(!line.contains(HASH), "hash logged by {step}: {line}");
         }

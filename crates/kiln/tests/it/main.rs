@@ -12,6 +12,7 @@ mod outputs;
 mod plan;
 mod repository;
 mod sandbox;
+mod tree_files;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
