@@ -146,6 +146,9 @@ pub fn run(
     } else {
         ResolvConf::None
     };
+    // Removed on every way out, errors included.
+    let placeholder = (resolv_conf == ResolvConf::Placeholder)
+        .then(|| Placeholder(Some(root.join("etc/resolv.conf"))));
     let plan = child::Plan::new(
         root,
         options.cwd,
@@ -196,8 +199,8 @@ pub fn run(
         tail.push_back(line.to_owned());
     }
     let status = child.wait().map_err(spawn_error)?;
-    if resolv_conf == ResolvConf::Placeholder {
-        std::fs::remove_file(root.join("etc/resolv.conf")).map_err(spawn_error)?;
+    if let Some(placeholder) = placeholder {
+        placeholder.remove().map_err(spawn_error)?;
     }
     if status.success() {
         Ok(())
@@ -215,6 +218,24 @@ pub fn run(
             },
             output: tail.into(),
         })
+    }
+}
+
+/// The empty `/etc/resolv.conf` made for a step with the host's network;
+/// removed when dropped (errors ignored) or by [`Placeholder::remove`].
+struct Placeholder(Option<std::path::PathBuf>);
+
+impl Placeholder {
+    fn remove(mut self) -> io::Result<()> {
+        self.0.take().map_or(Ok(()), std::fs::remove_file)
+    }
+}
+
+impl Drop for Placeholder {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
