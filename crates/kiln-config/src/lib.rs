@@ -14,6 +14,7 @@ pub mod diagnostic;
 pub mod interpolate;
 pub mod merge;
 pub mod output;
+pub mod reference;
 pub mod schema;
 pub mod settings;
 pub mod source;

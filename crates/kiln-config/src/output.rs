@@ -381,3 +381,313 @@ fn check_option(spec: &OptionSpec, v: &Value, diags: &mut Diagnostics) -> bool {
     }
     ok
 }
+
+/// How an archive (tar, cpio) or an OCI layer is compressed, its level in
+/// the range the compressor takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// Not compressed (`tar`).
+    None,
+    /// Gzip, level 1–9.
+    Gzip(u32),
+    /// Zstandard, level 1–22.
+    Zstd(i32),
+    /// XZ, level 0–9.
+    Xz(u32),
+}
+
+/// The compressor of a `SquashFS` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SquashCompressor {
+    /// Zstandard (the default).
+    Zstd,
+    /// XZ.
+    Xz,
+    /// Gzip.
+    Gzip,
+    /// LZ4 (no level).
+    Lz4,
+}
+
+/// The firmware a disk boots with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// A PC BIOS (GRUB in the BIOS boot partition).
+    Bios,
+    /// UEFI (systemd-boot on the ESP).
+    Uefi,
+    /// Both (the default).
+    Hybrid,
+}
+
+/// The architectures kiln writes bootable disks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskArch {
+    /// x86-64.
+    Amd64,
+    /// 64-bit ARM.
+    Arm64,
+}
+
+/// The options of a disk output (`raw`, `qcow2`, `vhd`, `vmdk`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskOutput {
+    /// The disk's size; `None`: the content plus `headroom`.
+    pub size: Option<u64>,
+    /// Free space beyond the content when `size` is not given.
+    pub headroom: Option<u64>,
+    /// The root file system's label.
+    pub label: Option<String>,
+    /// The EFI system partition's size.
+    pub esp_size: Option<u64>,
+    /// What it boots with.
+    pub firmware: Firmware,
+    /// The kernel command line.
+    pub cmdline: Option<String>,
+    /// The variant's architecture, one a disk can be written for.
+    pub arch: DiskArch,
+}
+
+/// An output's options, parsed and checked once when the tree is loaded:
+/// the writers get values that are known to be good.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputOptions {
+    /// `dir`: no options.
+    Dir,
+    /// `tar`, `tar.*`, `cpio.*`, `overlay.cpio.gz`.
+    Archive(Codec),
+    /// `squashfs`, `overlay.squashfs`.
+    Squashfs {
+        /// The compressor.
+        compressor: SquashCompressor,
+        /// Its level; `None`: the compressor's default.
+        level: Option<i32>,
+        /// The block size, a power of two from 4K to 1M.
+        block_size: u32,
+    },
+    /// `ext4`.
+    Ext4 {
+        /// The file system's size; `None`: the content plus `headroom`.
+        size: Option<u64>,
+        /// Free space beyond the content when `size` is not given.
+        headroom: Option<u64>,
+        /// Its label.
+        label: Option<String>,
+    },
+    /// `raw`, `qcow2`, `vhd`, `vmdk`.
+    Disk(DiskOutput),
+    /// `oci`, `oci.tar`.
+    Oci {
+        /// The tag (`org.opencontainers.image.ref.name`); `None`: the
+        /// variant's name.
+        tag: Option<String>,
+        /// The repository `oci.tar`'s Docker manifest names; `None`: the
+        /// variant's name.
+        repository: Option<String>,
+        /// How layers are compressed.
+        codec: Codec,
+    },
+    /// `flist`.
+    Flist {
+        /// The block store folder, relative to the tree.
+        store: Option<String>,
+        /// The store's URL written into the flist.
+        url: Option<String>,
+    },
+}
+
+/// One entry of `outputs`: its format, its checked options and where it
+/// was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// The format.
+    pub format: OutputFormat,
+    /// Its options.
+    pub options: OutputOptions,
+    /// Where the entry is written (`"qcow2"` or its table).
+    pub origin: crate::diagnostic::Origin,
+}
+
+impl OutputSpec {
+    /// Whether this is a disk that boots with a PC BIOS on `arch`.
+    #[must_use]
+    pub fn boots_bios(&self, arch: &str) -> bool {
+        matches!(&self.options, OutputOptions::Disk(d) if d.firmware != Firmware::Uefi)
+            && matches!(arch, "amd64" | "i386")
+    }
+}
+
+/// Reads a merged `outputs` list of a variant of architecture `arch` into
+/// typed values. The schema has already reported wrong names, types and
+/// ranges (entries with those are left out here); what only the variant's
+/// settings decide (a disk of an architecture kiln writes no disks for, an
+/// OCI name Docker refuses) is reported at the entry.
+pub(crate) fn read_outputs(v: &Value, arch: &str, diags: &mut Diagnostics) -> Vec<OutputSpec> {
+    let mut out = Vec::new();
+    for item in v.as_array().unwrap_or_default() {
+        let (format, table) = match &item.kind {
+            Kind::String(s) => match OutputFormat::from_name(s) {
+                Some(f) => (f, None),
+                None => continue,
+            },
+            Kind::Table(t) => {
+                let Some(format) = t
+                    .get("format")
+                    .and_then(|e| e.value.as_str())
+                    .and_then(OutputFormat::from_name)
+                else {
+                    continue;
+                };
+                (format, Some(t))
+            }
+            _ => continue,
+        };
+        let get = |name: &str| -> Option<&Value> {
+            table.and_then(|t| {
+                t.iter()
+                    .find(|(k, _)| split_replace(k).0 == name)
+                    .map(|(_, e)| &e.value)
+            })
+        };
+        let text = |name: &str| get(name).and_then(Value::as_str).map(str::to_owned);
+        let size = |name: &str| {
+            get(name).and_then(|v| match &v.kind {
+                Kind::Integer(n) => u64::try_from(*n).ok(),
+                Kind::String(s) => parse_size(s),
+                _ => None,
+            })
+        };
+        let level = get("level").and_then(Value::as_integer);
+        let codec = |default: &str| -> Option<Codec> {
+            let name = text("compression").unwrap_or_else(|| default.to_owned());
+            let (lo, hi) = level_range(format, &name).unwrap_or((0, i64::MAX));
+            if level.is_some_and(|l| !(lo..=hi).contains(&l)) {
+                return None;
+            }
+            Some(match name.as_str() {
+                "none" => Codec::None,
+                "gzip" => Codec::Gzip(u32::try_from(level.unwrap_or(6)).ok()?),
+                "zstd" => Codec::Zstd(i32::try_from(level.unwrap_or(3)).ok()?),
+                "xz" => Codec::Xz(u32::try_from(level.unwrap_or(6)).ok()?),
+                _ => return None,
+            })
+        };
+        let options = match format {
+            OutputFormat::Dir => Some(OutputOptions::Dir),
+            OutputFormat::Tar => Some(OutputOptions::Archive(Codec::None)),
+            OutputFormat::TarGz | OutputFormat::CpioGz | OutputFormat::OverlayCpioGz => {
+                codec("gzip").map(OutputOptions::Archive)
+            }
+            OutputFormat::TarZst | OutputFormat::CpioZst => {
+                codec("zstd").map(OutputOptions::Archive)
+            }
+            OutputFormat::TarXz => codec("xz").map(OutputOptions::Archive),
+            OutputFormat::Squashfs | OutputFormat::OverlaySquashfs => {
+                let compressor = match text("compression").as_deref() {
+                    None | Some("zstd") => Some(SquashCompressor::Zstd),
+                    Some("xz") => Some(SquashCompressor::Xz),
+                    Some("gzip") => Some(SquashCompressor::Gzip),
+                    Some("lz4") => Some(SquashCompressor::Lz4),
+                    Some(_) => None,
+                };
+                let block_size = u32::try_from(size("block_size").unwrap_or(128 * 1024)).ok();
+                compressor
+                    .zip(block_size)
+                    .map(|(compressor, block_size)| OutputOptions::Squashfs {
+                        compressor,
+                        level: level.and_then(|l| i32::try_from(l).ok()),
+                        block_size,
+                    })
+            }
+            OutputFormat::Ext4 => Some(OutputOptions::Ext4 {
+                size: size("size"),
+                headroom: size("headroom"),
+                label: text("label"),
+            }),
+            OutputFormat::Raw | OutputFormat::Qcow2 | OutputFormat::Vhd | OutputFormat::Vmdk => {
+                let disk_arch = match arch {
+                    "amd64" => Some(DiskArch::Amd64),
+                    "arm64" => Some(DiskArch::Arm64),
+                    other => {
+                        diags.push(
+                            Diagnostic::at(
+                                &item.origin,
+                                format!("kiln writes no `{}` disks for `{other}`", format.name()),
+                                format!("the variant's `arch` is `{other}`"),
+                            )
+                            .with_help(
+                                "disks are written for amd64 and arm64; use `ext4`, `squashfs` or an archive for other architectures",
+                            ),
+                        );
+                        None
+                    }
+                };
+                disk_arch.map(|arch| {
+                    OutputOptions::Disk(DiskOutput {
+                        size: size("size"),
+                        headroom: size("headroom"),
+                        label: text("label"),
+                        esp_size: size("esp_size"),
+                        firmware: match text("firmware").as_deref() {
+                            Some("bios") => Firmware::Bios,
+                            Some("uefi") => Firmware::Uefi,
+                            _ => Firmware::Hybrid,
+                        },
+                        cmdline: text("cmdline"),
+                        arch,
+                    })
+                })
+            }
+            OutputFormat::Oci | OutputFormat::OciTar => {
+                let tag = text("tag");
+                let repository = text("repository");
+                let mut good = true;
+                if let Some(t) = &tag
+                    && !crate::reference::is_ref_name(t)
+                {
+                    good = false;
+                    diags.push(Diagnostic::at(
+                        &get("tag").map_or(&item.origin, |v| &v.origin).clone(),
+                        format!("`{t}` is not an OCI tag"),
+                        "letters and digits separated by one of `-._:@+`, `--` or `/`",
+                    ));
+                }
+                if let Some(r) = &repository {
+                    let reference = format!("{r}:{}", tag.as_deref().unwrap_or("latest"));
+                    if !crate::reference::is_docker_reference(&reference) {
+                        good = false;
+                        diags.push(
+                            Diagnostic::at(
+                                &get("repository").map_or(&item.origin, |v| &v.origin).clone(),
+                                format!("`{reference}` is not a Docker reference"),
+                                "not a repository Docker takes",
+                            )
+                            .with_help(
+                                "a lower-case repository such as `registry.example/team/app`, a tag of letters, digits, `_`, `.` and `-`",
+                            ),
+                        );
+                    }
+                }
+                codec("gzip")
+                    .filter(|_| good)
+                    .map(|codec| OutputOptions::Oci {
+                        tag,
+                        repository,
+                        codec,
+                    })
+            }
+            OutputFormat::Flist => Some(OutputOptions::Flist {
+                store: text("store"),
+                url: text("url"),
+            }),
+        };
+        if let Some(options) = options {
+            out.push(OutputSpec {
+                format,
+                options,
+                origin: item.origin.clone(),
+            });
+        }
+    }
+    out
+}

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, FileId, Origin};
-use crate::output::OutputFormat;
 use crate::schema::parse_mode;
 use crate::source::Distribution;
 use crate::value::{Kind, Table, Value};
@@ -204,23 +203,7 @@ impl Default for Cleanup {
     }
 }
 
-/// A value of a format option.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OptionValue {
-    /// An integer.
-    Integer(i64),
-    /// A string.
-    Text(String),
-}
-
-/// One entry of `outputs`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutputSpec {
-    /// The format.
-    pub format: OutputFormat,
-    /// Its options, sorted by name.
-    pub options: BTreeMap<String, OptionValue>,
-}
+pub use crate::output::OutputSpec;
 
 /// The resolved configuration of one variant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -388,7 +371,10 @@ pub fn read_settings(
         .unwrap_or_default();
     let outputs = t
         .get("outputs")
-        .map(|e| read_outputs(&e.value))
+        .map(|e| {
+            let arch = str_of("arch").unwrap_or_else(|| DEFAULT_ARCH.to_string());
+            crate::output::read_outputs(&e.value, &arch, diags)
+        })
         .unwrap_or_default();
 
     let settings = ImageSettings {
@@ -751,41 +737,4 @@ fn read_cleanup(t: &Table) -> Cleanup {
         machine_id: flag("machine_id", d.machine_id),
         ssh_host_keys: flag("ssh_host_keys", d.ssh_host_keys),
     }
-}
-
-fn read_outputs(v: &Value) -> Vec<OutputSpec> {
-    let mut out = Vec::new();
-    for item in v.as_array().unwrap_or_default() {
-        match &item.kind {
-            Kind::String(s) => {
-                if let Some(format) = OutputFormat::from_name(s) {
-                    out.push(OutputSpec {
-                        format,
-                        options: BTreeMap::new(),
-                    });
-                }
-            }
-            Kind::Table(t) => {
-                let Some(format) = t
-                    .get("format")
-                    .and_then(|e| e.value.as_str())
-                    .and_then(OutputFormat::from_name)
-                else {
-                    continue;
-                };
-                let options = t
-                    .iter()
-                    .filter(|(k, _)| *k != "format")
-                    .filter_map(|(k, e)| match &e.value.kind {
-                        Kind::Integer(i) => Some((k.clone(), OptionValue::Integer(*i))),
-                        Kind::String(s) => Some((k.clone(), OptionValue::Text(s.clone()))),
-                        _ => None,
-                    })
-                    .collect();
-                out.push(OutputSpec { format, options });
-            }
-            _ => {}
-        }
-    }
-    out
 }

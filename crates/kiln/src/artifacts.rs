@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use kiln_config::OutputFormat;
-use kiln_config::settings::{ImageSettings, OptionValue, OutputSpec};
+use kiln_config::settings::{ImageSettings, OutputSpec};
 use kiln_formats::{
     Arch, BootFile, Compression, DiskOptions, Ext4Options, Firmware, FlistOptions, OciOptions,
     Spec, SquashfsCompression, SquashfsOptions,
@@ -71,125 +71,93 @@ fn oci_architecture(debian: &str) -> (String, Option<String>) {
 }
 
 /// The writer spec of an output, `Ok(None)` for `dir` (exported
-/// separately) and the formats this kiln does not write yet.
+/// separately). The options were checked when the tree was loaded; what
+/// can still fail is what the writer checks of the variant's `container`
+/// settings.
 pub fn spec_of(output: &OutputSpec, cx: &SpecContext<'_>) -> Result<Option<Spec>, String> {
-    let int = |name: &str| -> Result<Option<i64>, String> {
-        match output.options.get(name) {
-            None => Ok(None),
-            Some(OptionValue::Integer(n)) => Ok(Some(*n)),
-            Some(OptionValue::Text(t)) => {
-                Err(format!("option `{name}` must be an integer, not `{t}`"))
+    use kiln_config::output::{
+        Codec, DiskArch, Firmware as F, OutputOptions as O, SquashCompressor,
+    };
+    let compression = |c: &Codec| match *c {
+        Codec::None => Compression::None,
+        Codec::Gzip(level) => Compression::Gzip { level },
+        Codec::Zstd(level) => Compression::Zstd { level },
+        Codec::Xz(level) => Compression::Xz { level },
+    };
+    Ok(Some(match (&output.options, output.format) {
+        (O::Dir, _) => return Ok(None),
+        (
+            O::Archive(c),
+            OutputFormat::Tar | OutputFormat::TarGz | OutputFormat::TarZst | OutputFormat::TarXz,
+        ) => Spec::Tar {
+            compression: compression(c),
+        },
+        (O::Archive(c), OutputFormat::OverlayCpioGz) => Spec::OverlayCpio {
+            compression: compression(c),
+        },
+        (O::Archive(c), _) => Spec::Cpio {
+            compression: compression(c),
+        },
+        (
+            O::Squashfs {
+                compressor,
+                level,
+                block_size,
+            },
+            format,
+        ) => {
+            let options = SquashfsOptions {
+                compression: match compressor {
+                    SquashCompressor::Zstd => SquashfsCompression::Zstd,
+                    SquashCompressor::Xz => SquashfsCompression::Xz,
+                    SquashCompressor::Gzip => SquashfsCompression::Gzip,
+                    SquashCompressor::Lz4 => SquashfsCompression::Lz4,
+                },
+                level: *level,
+                block_size: *block_size,
+            };
+            if format == OutputFormat::OverlaySquashfs {
+                Spec::OverlaySquashfs(options)
+            } else {
+                Spec::Squashfs(options)
             }
         }
-    };
-    let size = |name: &str| -> Result<Option<u64>, String> {
-        match output.options.get(name) {
-            None => Ok(None),
-            Some(OptionValue::Integer(n)) => u64::try_from(*n)
-                .map(Some)
-                .map_err(|_| format!("option `{name}` must not be negative")),
-            Some(OptionValue::Text(t)) if t == "auto" => Ok(None),
-            Some(OptionValue::Text(t)) => kiln_config::output::parse_size(t)
-                .map(Some)
-                .ok_or_else(|| format!("option `{name}`: `{t}` is not a size")),
-        }
-    };
-    let text = |name: &str| match output.options.get(name) {
-        Some(OptionValue::Text(t)) => Some(t.clone()),
-        _ => None,
-    };
-    let level = int("level")?;
-    let level_u32 = |default: u32| -> Result<u32, String> {
-        level.map_or(Ok(default), |l| {
-            u32::try_from(l).map_err(|_| format!("option `level` must not be negative ({l})"))
-        })
-    };
-    let checked = |c: Compression| c.validate().map(|()| c);
-    let gzip = || {
-        checked(Compression::Gzip {
-            level: level_u32(6)?,
-        })
-    };
-    let zstd = || {
-        checked(Compression::Zstd {
-            level: level
-                .map_or(Ok(3), i32::try_from)
-                .map_err(|_| "option `level` is too large".to_string())?,
-        })
-    };
-    let squashfs = || -> Result<SquashfsOptions, String> {
-        let compression = match text("compression").as_deref() {
-            None | Some("zstd") => SquashfsCompression::Zstd,
-            Some("xz") => SquashfsCompression::Xz,
-            Some("gzip") => SquashfsCompression::Gzip,
-            Some("lz4") => SquashfsCompression::Lz4,
-            Some(other) => return Err(format!("unknown squashfs compression `{other}`")),
-        };
-        let block_size = size("block_size")?.unwrap_or(128 * 1024);
-        if !(4096..=1 << 20).contains(&block_size) || !block_size.is_power_of_two() {
-            return Err(format!(
-                "option `block_size` must be a power of two from 4K to 1M, not {block_size}"
-            ));
-        }
-        Ok(SquashfsOptions {
-            compression,
-            level: level.map(|l| i32::try_from(l).unwrap_or(i32::MAX)),
-            block_size: block_size as u32,
-        })
-    };
-    Ok(Some(match output.format {
-        OutputFormat::Tar => Spec::Tar {
-            compression: Compression::None,
-        },
-        OutputFormat::TarGz => Spec::Tar {
-            compression: gzip()?,
-        },
-        OutputFormat::TarZst => Spec::Tar {
-            compression: zstd()?,
-        },
-        OutputFormat::TarXz => Spec::Tar {
-            compression: checked(Compression::Xz {
-                level: level_u32(6)?,
-            })?,
-        },
-        OutputFormat::CpioGz => Spec::Cpio {
-            compression: gzip()?,
-        },
-        OutputFormat::CpioZst => Spec::Cpio {
-            compression: zstd()?,
-        },
-        OutputFormat::OverlayCpioGz => Spec::OverlayCpio {
-            compression: gzip()?,
-        },
-        OutputFormat::Squashfs => Spec::Squashfs(squashfs()?),
-        OutputFormat::OverlaySquashfs => Spec::OverlaySquashfs(squashfs()?),
-        OutputFormat::Ext4 => Spec::Ext4(Ext4Options {
-            size: size("size")?,
-            headroom: size("headroom")?,
-            label: text("label"),
+        (
+            O::Ext4 {
+                size,
+                headroom,
+                label,
+            },
+            _,
+        ) => Spec::Ext4(Ext4Options {
+            size: *size,
+            headroom: *headroom,
+            label: label.clone(),
         }),
-        OutputFormat::Oci | OutputFormat::OciTar => {
-            let options = oci_options(
-                cx,
-                text("tag"),
-                text("repository").as_deref(),
-                text("compression").as_deref(),
-                level,
-            )?;
-            if output.format == OutputFormat::Oci {
+        (
+            O::Oci {
+                tag,
+                repository,
+                codec,
+            },
+            format,
+        ) => {
+            let options = oci_options(cx, tag.clone(), repository.as_deref(), compression(codec))?;
+            if format == OutputFormat::Oci {
                 Spec::Oci(options)
             } else {
                 Spec::OciTar(options)
             }
         }
-        OutputFormat::Flist => {
-            let store = text("store")
+        (O::Flist { store, url }, _) => {
+            let store = store
+                .as_ref()
                 .map_or_else(|| cx.out_dir.join("flist-store"), |s| cx.tree_root.join(s));
             // Without `url`, a store inside the tree is routed by its path
             // there (`dir://out/flist-store`), as rfs resolves `dir://`
             // paths from where it runs: no build path in the flist, so the
             // tree gives the same flist wherever it is checked out.
-            let url = text("url").or_else(|| {
+            let url = url.clone().or_else(|| {
                 let relative = store.strip_prefix(cx.tree_root).ok()?;
                 let relative = relative.to_str()?.trim_start_matches("./");
                 (!relative.is_empty() && !relative.split('/').any(|c| c == ".."))
@@ -206,49 +174,40 @@ pub fn spec_of(output: &OutputSpec, cx: &SpecContext<'_>) -> Result<Option<Spec>
                     .collect(),
             })
         }
-        OutputFormat::Raw | OutputFormat::Qcow2 | OutputFormat::Vhd | OutputFormat::Vmdk => {
+        (O::Disk(d), format) => {
             let options = DiskOptions {
-                size: size("size")?,
-                headroom: size("headroom")?,
-                label: text("label"),
-                esp_size: size("esp_size")?,
-                firmware: match text("firmware").as_deref() {
-                    Some("bios") => Firmware::Bios,
-                    Some("uefi") => Firmware::Uefi,
-                    _ => Firmware::Hybrid,
+                size: d.size,
+                headroom: d.headroom,
+                label: d.label.clone(),
+                esp_size: d.esp_size,
+                firmware: match d.firmware {
+                    F::Bios => Firmware::Bios,
+                    F::Uefi => Firmware::Uefi,
+                    F::Hybrid => Firmware::Hybrid,
                 },
-                cmdline: text("cmdline"),
-                arch: match cx.settings.arch.as_str() {
-                    "amd64" => Arch::Amd64,
-                    "arm64" => Arch::Arm64,
-                    other => {
-                        return Err(format!(
-                            "disks of `{other}` images are not written by this kiln (amd64 and arm64 are)"
-                        ));
-                    }
+                cmdline: d.cmdline.clone(),
+                arch: match d.arch {
+                    DiskArch::Amd64 => Arch::Amd64,
+                    DiskArch::Arm64 => Arch::Arm64,
                 },
             };
-            match output.format {
+            match format {
                 OutputFormat::Raw => Spec::Raw(options),
                 OutputFormat::Qcow2 => Spec::Qcow2(options),
                 OutputFormat::Vhd => Spec::Vhd(options),
                 _ => Spec::Vmdk(options),
             }
         }
-        OutputFormat::Dir => return Ok(None),
     }))
 }
 
 /// Whether a variant's outputs include a disk that boots with a PC BIOS
 /// (its build then makes GRUB's core image, see [`kiln_formats::GRUB_MKIMAGE`]).
 pub fn needs_grub_core(settings: &ImageSettings) -> bool {
-    let x86 = matches!(settings.arch.as_str(), "amd64" | "i386");
-    x86 && settings.outputs.iter().any(|o| {
-        matches!(
-            o.format,
-            OutputFormat::Raw | OutputFormat::Qcow2 | OutputFormat::Vhd | OutputFormat::Vmdk
-        ) && !matches!(o.options.get("firmware"), Some(OptionValue::Text(f)) if f == "uefi")
-    })
+    settings
+        .outputs
+        .iter()
+        .any(|o| o.boots_bios(&settings.arch))
 }
 
 /// What `docker load` names the image: `REPOSITORY:TAG`, the repository
@@ -285,19 +244,8 @@ fn oci_options(
     cx: &SpecContext<'_>,
     tag: Option<String>,
     repository: Option<&str>,
-    compression: Option<&str>,
-    level: Option<i64>,
+    compression: Compression,
 ) -> Result<OciOptions, String> {
-    let level = |default: i64| level.unwrap_or(default);
-    let compression = match compression {
-        None | Some("gzip") => Compression::Gzip {
-            level: u32::try_from(level(6)).map_err(|_| "option `level` must not be negative")?,
-        },
-        Some("zstd") => Compression::Zstd {
-            level: i32::try_from(level(3)).map_err(|_| "option `level` is too large")?,
-        },
-        Some(other) => return Err(format!("unknown OCI layer compression `{other}`")),
-    };
     let (architecture, variant) = oci_architecture(&cx.settings.arch);
     let c = &cx.settings.container;
     let options = OciOptions {

@@ -217,24 +217,18 @@ fn kernel_package(arch: &str) -> String {
 /// (`grub-pc-bin` for BIOS, `systemd-boot-efi` for UEFI; both for a
 /// hybrid disk, the default).
 pub fn implied_packages(settings: &kiln_config::ImageSettings) -> Vec<String> {
-    use kiln_config::OutputFormat as F;
-    use kiln_config::settings::OptionValue;
+    use kiln_config::output::{Firmware, OutputOptions};
     let mut out = Vec::new();
     if settings.kernel {
         out.push(kernel_package(&settings.arch));
         out.push("initramfs-tools".to_owned());
     }
     for output in &settings.outputs {
-        if !matches!(output.format, F::Raw | F::Qcow2 | F::Vhd | F::Vmdk) {
+        let OutputOptions::Disk(disk) = &output.options else {
             continue;
-        }
-        let firmware = match output.options.get("firmware") {
-            Some(OptionValue::Text(f)) => f.as_str(),
-            _ => "hybrid",
         };
-        let bios = matches!(firmware, "bios" | "hybrid")
-            && matches!(settings.arch.as_str(), "amd64" | "i386");
-        let uefi = matches!(firmware, "uefi" | "hybrid");
+        let bios = output.boots_bios(&settings.arch);
+        let uefi = disk.firmware != Firmware::Bios;
         for (wanted, name) in [(bios, "grub-pc-bin"), (uefi, "systemd-boot-efi")] {
             if wanted && !out.iter().any(|p| p == name) {
                 out.push(name.to_owned());

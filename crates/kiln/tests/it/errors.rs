@@ -317,3 +317,32 @@ fn disk_outputs_need_a_kernel() {
     );
     insta::assert_snapshot!(err);
 }
+
+/// What only the variant decides (its architecture, the OCI names it
+/// asks for) is checked when the tree is loaded, so `kiln plan` reports it
+/// at the output's line and column instead of the build failing after the
+/// layer is built. An arch dimension gives the i386 variant the error and
+/// leaves the amd64 one alone.
+#[test]
+fn outputs_the_variant_cannot_have_fail_at_plan() {
+    let err = fail(
+        &[
+            (
+                "kiln.toml",
+                &root(
+                    "[dimensions.arch.amd64]\narch = \"amd64\"\n[dimensions.arch.i386]\narch = \"i386\"\n",
+                ),
+            ),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\"\nkernel = true\noutputs = [\n  \"tar\",\n  { format = \"qcow2\", firmware = \"bios\" },\n]\n",
+            ),
+            (
+                "app/image.toml",
+                "from = \"base\"\noutputs = [\n  { format = \"oci.tar\", repository = \"Team/App\" },\n  { format = \"oci\", tag = \"-bad\" },\n]\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
