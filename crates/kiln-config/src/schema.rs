@@ -35,6 +35,8 @@ pub(crate) enum Shape {
         fields: &'static [Field],
     },
     Outputs,
+    /// A duration such as `"45m"`, `"3s"`, `"1h30m"`.
+    Duration,
 }
 
 /// One field of a table.
@@ -132,6 +134,7 @@ pub(crate) const IMAGE_FIELDS: &[Field] = &[
     f("container", Shape::Table(CONTAINER_FIELDS)),
     f("labels", Shape::StringMap { env_names: false }),
     f("exclude", Shape::StringList),
+    f("timeout", Shape::Duration),
 ];
 
 /// Keys of a fragment that steer the matrix rather than configure an image.
@@ -413,6 +416,15 @@ pub(crate) fn check_value(shape: Shape, v: &Value, diags: &mut Diagnostics) {
             None => diags.push(type_error(v, "a list")),
         },
         Shape::Outputs => crate::output::check_outputs(v, diags),
+        Shape::Duration => {
+            if v.as_str().and_then(parse_duration).is_none() {
+                diags.push(Diagnostic::at(
+                    &v.origin,
+                    "expected a duration".to_string(),
+                    "such as \"45m\", \"90s\" or \"1h30m\"",
+                ));
+            }
+        }
     }
 }
 
@@ -523,4 +535,14 @@ pub fn image_field_names() -> Vec<&'static str> {
 #[must_use]
 pub fn output_format_names() -> Vec<&'static str> {
     OutputFormat::ALL.iter().map(|f| f.name()).collect()
+}
+
+/// Parses a duration: `"45m"`, `"90s"`, `"1h30m"`, `"2h 5m"` (jiff's
+/// friendly format); zero and negative durations are refused.
+#[must_use]
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let d: jiff::SignedDuration = s.trim().parse().ok()?;
+    std::time::Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
 }

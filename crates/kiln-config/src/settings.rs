@@ -244,6 +244,9 @@ pub struct ImageSettings {
     pub container: Container,
     /// Image labels.
     pub labels: BTreeMap<String, String>,
+    /// How long the variant's build may take (`timeout = "20m"`); not part
+    /// of its digest.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// The default architecture.
@@ -415,6 +418,7 @@ pub fn read_settings(
             })
             .unwrap_or_default(),
         labels: string_map(t.get("labels").map(|e| &e.value)),
+        timeout: str_of("timeout").and_then(|t| crate::schema::parse_duration(&t)),
     };
     if !settings.kernel {
         let disks = t.get("outputs").and_then(|e| e.value.as_array());

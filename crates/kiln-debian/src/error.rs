@@ -200,6 +200,9 @@ pub enum Error {
         /// The index path.
         path: String,
     },
+    /// The caller stopped the work (see [`crate::Progress::cancelled`]).
+    #[error("The download was stopped: the build was cancelled")]
+    Cancelled,
     /// Offline mode found no cached `.deb`.
     #[error(
         "Failed to find package `{name}` in the package cache (offline mode makes no requests)"

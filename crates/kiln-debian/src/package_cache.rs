@@ -91,6 +91,9 @@ impl PackageCache {
         remove_stale_partials(&self.dir);
         let done = AtomicUsize::new(0);
         let fetch = |package: &ResolvedPackage| {
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
             let (cached, from_cache) = self.fetch_one(package, progress)?;
             let done = done.fetch_add(1, Ordering::Relaxed) + 1;
             progress.event(&Event::PackageReady {
@@ -173,6 +176,9 @@ impl PackageCache {
                 let mut total = 0u64;
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
+                    if progress.cancelled() {
+                        return Err(AttemptError::Fatal(Error::Cancelled));
+                    }
                     let n = reader.read(&mut buf)?;
                     if n == 0 {
                         break;

@@ -50,6 +50,13 @@ pub enum Event<'a> {
 pub trait Progress: Sync {
     /// Handles one event.
     fn event(&self, event: &Event<'_>);
+
+    /// Whether the caller wants the work stopped: downloads check it
+    /// before each package and each read, and end with
+    /// [`crate::Error::Cancelled`].
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 impl<F: Fn(&Event<'_>) + Sync> Progress for F {

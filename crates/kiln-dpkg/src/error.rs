@@ -149,6 +149,13 @@ pub enum Error {
         /// The last lines of its output (at most 20).
         output: Vec<String>,
     },
+    /// The caller stopped the work ([`crate::sandbox::CancelFlag`]): a
+    /// running command was killed with its whole PID namespace.
+    #[error("`{step}` was stopped: the build was cancelled")]
+    Cancelled {
+        /// What was running (or about to run).
+        step: String,
+    },
 }
 
 impl Error {

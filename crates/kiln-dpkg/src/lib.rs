@@ -97,6 +97,9 @@ pub struct AssembleOptions {
     /// with a date (`/etc/shadow`'s last change, generated files that
     /// honour it) is the same in every build.
     pub source_date_epoch: Option<i64>,
+    /// When set, unpacking stops at the next package and a running
+    /// maintainer script is killed ([`Error::Cancelled`]).
+    pub cancel: sandbox::CancelFlag,
 }
 
 impl Default for AssembleOptions {
@@ -106,6 +109,7 @@ impl Default for AssembleOptions {
             jobs: 2,
             merged_usr: true,
             source_date_epoch: None,
+            cancel: sandbox::CancelFlag::none(),
         }
     }
 }
@@ -198,6 +202,7 @@ pub fn bootstrap(
     make_dev(root)?;
     let root_dir = Root::open(root)?;
 
+    opts.cancel.check("unpack")?;
     progress(&Event::Step { name: "unpack" });
     let packages = read_all(debs, opts.jobs)?;
     unpack_and_finish(
@@ -234,6 +239,7 @@ pub fn install(
     let mut existing = database::read_status(&status_path)?;
     let root_dir = Root::open(root)?;
 
+    opts.cancel.check("unpack")?;
     progress(&Event::Step { name: "unpack" });
     let all = read_all(debs, opts.jobs)?;
     let mut wanted = Vec::new();
@@ -326,6 +332,7 @@ fn finish(
     report.packages = packages.len();
     report.files = unpacked.iter().map(|u| u.entries).sum();
 
+    batch.opts.cancel.check("database")?;
     progress(&Event::Step { name: "database" });
     let started = Instant::now();
     let new: Vec<database::NewPackage<'_>> = packages
@@ -366,6 +373,7 @@ fn configure(
         packages,
         ..
     } = *batch;
+    batch.opts.cancel.check("preinst")?;
     progress(&Event::Step { name: "preinst" });
     let started = Instant::now();
     let extra_env = batch.opts.script_env();
@@ -377,11 +385,12 @@ fn configure(
         .map(|(_, deb)| deb)
         .filter(|deb| deb.control_file("preinst").is_some())
         .collect();
-    run_preinsts(root, &preinsts, &extra_env, progress)?;
+    run_preinsts(root, &preinsts, &extra_env, &batch.opts.cancel, progress)?;
     report
         .timings
         .push(("preinst".to_owned(), started.elapsed()));
 
+    batch.opts.cancel.check("configure")?;
     progress(&Event::Step { name: "configure" });
     let started = Instant::now();
     let step = "dpkg --configure -a";
@@ -392,7 +401,9 @@ fn configure(
         argv.extend(["--force-confdef", "--force-confold"]);
     }
     let env: Vec<(&str, &str)> = extra_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let options = sandbox::RunOptions::new(step).env(&env);
+    let options = sandbox::RunOptions::new(step)
+        .env(&env)
+        .cancel(&batch.opts.cancel);
     sandbox::run(root, &argv, &options, &mut |line| {
         progress(&Event::ScriptOutput {
             step: step.to_owned(),
@@ -419,6 +430,7 @@ fn run_preinsts(
     root: &Path,
     debs: &[&Deb],
     extra_env: &[(&'static str, String)],
+    cancel: &sandbox::CancelFlag,
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<(), Error> {
     if debs.is_empty() {
@@ -447,7 +459,7 @@ fn run_preinsts(
     let result = sandbox::run(
         root,
         &["/bin/sh", "-c", &script],
-        &sandbox::RunOptions::new("preinst").env(&env),
+        &sandbox::RunOptions::new("preinst").env(&env).cancel(cancel),
         &mut |line| {
             if let Some(name) = line.strip_prefix(PREINST_MARKER) {
                 current = format!("preinst of {name}");

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         threads,
         cache_dir: None,
         seed: b"example",
+        cancel: None,
         layer_ids: &[],
     };
     match write_artifact(&Spec::Ext4(options), &input, &out) {

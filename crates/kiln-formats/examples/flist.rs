@@ -104,6 +104,7 @@ fn pack(flist: &str, store: &str, root: &str, epoch: i64) -> Result {
         threads: std::thread::available_parallelism().map_or(1, usize::from),
         cache_dir: None,
         seed: b"",
+        cancel: None,
         layer_ids: &[],
     };
     let spec = Spec::Flist(FlistOptions::new(store));

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         threads,
         cache_dir: cache.as_deref(),
         seed: b"example",
+        cancel: None,
     };
     match write_artifact(&Spec::Squashfs(SquashfsOptions::default()), &input, &out) {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,7 @@ fn main() {
         threads,
         cache_dir: None,
         seed: b"example",
+        cancel: None,
     };
     if let Err(e) = write_artifact(&spec, &input, args[1].as_ref()) {
         let mut text = e.to_string();

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The caller stopped the writer ([`crate::Input::cancel`]).
+    #[error("Writing was stopped: the build was cancelled")]
+    Cancelled,
     /// A file of a layer or the artifact could not be read or written.
     #[error("Failed to {action} `{}`", path.display())]
     Io {

@@ -27,6 +27,7 @@
 //!     threads: 2,
 //!     cache_dir: None,
 //!     seed: b"key",
+//!     cancel: None,
 //! };
 //! let spec = Spec::Tar { compression: Compression::Zstd { level: 3 } };
 //! write_artifact(&spec, &input, "out/base.tar.zst".as_ref())?;
@@ -85,6 +86,9 @@ pub struct Input<'a> {
     /// hash seeds and the like are derived from them, so they are fixed
     /// for the same content and differ between variants.
     pub seed: &'a [u8],
+    /// When set, the writer stops early with [`Error::Cancelled`]
+    /// (squashfs between blocks, every format before it starts).
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Writes one artifact; see the module documentation.
@@ -230,6 +234,12 @@ fn disk_writer(options: &DiskOptions, format: disk::DiskFormat) -> Box<dyn Write
 /// between). On failure the temporary file is removed and `dest` is
 /// untouched.
 pub fn write_artifact(spec: &Spec, input: &Input<'_>, dest: &Path) -> Result<(), Error> {
+    if input
+        .cancel
+        .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        return Err(Error::Cancelled);
+    }
     let dir = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
     let name = dest

@@ -147,6 +147,13 @@ pub enum Error {
         /// The last lines of its output (at most 20).
         last_lines: Vec<String>,
     },
+    /// The build was cancelled (or ran out of time): the step was not
+    /// started, or its command was killed with its PID namespace.
+    #[error("`{step}` was stopped: the build was cancelled")]
+    Cancelled {
+        /// The step.
+        step: String,
+    },
 }
 
 impl From<kiln_config::InputError> for Error {

@@ -53,6 +53,7 @@ pub(crate) fn run(
             last_lines: output,
         },
         kiln_dpkg::Error::Spawn { step, root, source } => Error::Spawn { step, root, source },
+        kiln_dpkg::Error::Cancelled { step } => Error::Cancelled { step },
         other => Error::Spawn {
             step: step.to_owned(),
             root: root.to_owned(),

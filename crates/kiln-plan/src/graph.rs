@@ -359,7 +359,11 @@ fn digest_of(tree: &Tree, v: &Expanded, parent: Option<InputDigest>) -> InputDig
         e.str(k);
     });
     e.field("config");
-    e.table(&v.config);
+    // How long a build may take is not what it builds: a new `timeout`
+    // keeps the layer.
+    let mut config = v.config.clone();
+    config.shift_remove("timeout");
+    e.table(&config);
     e.field("sources");
     e.list(&tree.sources, |e, s| {
         e.str(s.distribution.name());

@@ -285,6 +285,38 @@ pub struct BuildArgs {
     /// summary.
     #[arg(long)]
     pub json: bool,
+
+    /// How to show progress on stderr: `tty` (a line per running variant,
+    /// redrawn), `plain` (one line per step, for CI logs), `json` (one
+    /// JSON object per build event per line, schema version 1: see the
+    /// README), or `auto` (`tty` on a terminal, else `plain`).
+    #[arg(long, value_enum, default_value_t = Progress::Auto, value_name = "MODE")]
+    pub progress: Progress,
+
+    /// Stop the build after this long (`90s`, `45m`, `1h30m`): running
+    /// scripts are killed, nothing half-built enters the store, and the
+    /// report names the variant and step that ran out of time (exit 1).
+    /// Each variant may also set its own `timeout` in image.toml/kiln.toml.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// How `kiln build` shows progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Progress {
+    /// `tty` on a terminal, else `plain`.
+    Auto,
+    /// Redrawn lines, one per running variant.
+    Tty,
+    /// One line per step.
+    Plain,
+    /// One JSON object per event per line.
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    kiln_config::schema::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration such as `90s`, `45m` or `1h30m`"))
 }
 
 /// `kiln lock`.

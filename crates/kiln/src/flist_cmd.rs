@@ -116,13 +116,13 @@ fn open(path: &Path) -> Result<Flist, Failure> {
         Failure::Config(format!(
             "error: `{}` is not a flist: {}\n",
             path.display(),
-            crate::build::chain(&e)
+            kiln_build::chain(&e)
         ))
     })
 }
 
 fn failed(e: &kiln_formats::Error) -> Failure {
-    Failure::Build(format!("error: {}\n", crate::build::chain(e)))
+    Failure::Build(format!("error: {}\n", kiln_build::chain(e)))
 }
 
 #[derive(Serialize)]
@@ -179,7 +179,7 @@ fn ls(args: &FlistLsArgs) -> Outcome {
             e.uid,
             e.gid,
             e.size,
-            crate::manifest::rfc3339(e.mtime),
+            kiln_build::manifest::rfc3339(e.mtime),
             e.path
         ));
         if let Some(t) = &e.target {
@@ -219,7 +219,7 @@ fn cat(args: &FlistCatArgs) -> Outcome {
             "error: `{}` has no `{}`: {}\n",
             args.flist.display(),
             args.path,
-            crate::build::chain(&e)
+            kiln_build::chain(&e)
         ))
     })?;
     if entry.kind != EntryKind::File {

@@ -10,20 +10,26 @@ use kiln_store::{InputKey, Store};
 use serde_json::json;
 
 use crate::cli::InspectArgs;
-use crate::manifest::{Manifest, VariantEntry};
 use crate::report::Style;
 use crate::store_cmd::mb;
 use crate::{Failure, Outcome};
+use kiln_build::manifest::{Manifest, VariantEntry};
 
 pub fn run(args: &InspectArgs, style: Style) -> Outcome {
-    let (tree, _) = crate::plan::load_plan(&args.dir, &kiln_plan::Selection::default(), style)?;
+    let (ws, _) = crate::build_cmd::open(
+        &args.dir,
+        args.cache_dir.as_deref(),
+        &kiln_plan::Selection::default(),
+        style,
+    )?;
+    let tree = ws.tree();
     let out_dir = tree.root.join(&tree.output.dir);
     let manifest = Manifest::read(&out_dir);
     let (entry, artifact) = find(&manifest, &args.target, &out_dir).ok_or_else(|| {
         Failure::Config(format!(
             "error: `{}` is neither a variant nor an artifact in `{}`\n  help: `kiln build` writes the manifest; variants there: {}\n",
             args.target,
-            out_dir.join(crate::manifest::MANIFEST_FILE).display(),
+            out_dir.join(kiln_build::manifest::MANIFEST_FILE).display(),
             if manifest.variants.is_empty() {
                 "none".to_string()
             } else {
@@ -36,9 +42,11 @@ pub fn run(args: &InspectArgs, style: Style) -> Outcome {
             }
         ))
     })?;
-    let cache = crate::build::cache_dir(args.cache_dir.as_deref(), Some(&tree))?;
+    let cache = ws
+        .require_cache_dir()
+        .map_err(|e| crate::build_cmd::failure(&e, style))?;
     let store = Store::open_read_only(&cache.join("store"))
-        .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;
+        .map_err(|e| Failure::Build(format!("error: {}\n", kiln_build::chain(&e))))?;
     let chain = layer_chain(&manifest, entry, &store);
     let mut packages = entry.packages.clone();
     packages.sort_by(|a, b| {
@@ -91,7 +99,7 @@ pub fn run(args: &InspectArgs, style: Style) -> Outcome {
     out.push_str(&format!(
         "epoch         {} ({})\n",
         entry.epoch,
-        crate::manifest::rfc3339(entry.epoch)
+        kiln_build::manifest::rfc3339(entry.epoch)
     ));
     out.push_str(&format!("built         {}\n", entry.build_time));
     if let Some(sbom) = &entry.sbom {
@@ -153,7 +161,10 @@ fn find<'a>(
     manifest: &'a Manifest,
     target: &str,
     out_dir: &Path,
-) -> Option<(&'a VariantEntry, Option<&'a crate::manifest::ArtifactEntry>)> {
+) -> Option<(
+    &'a VariantEntry,
+    Option<&'a kiln_build::manifest::ArtifactEntry>,
+)> {
     if let Some(v) = manifest.variant(target) {
         return Some((v, None));
     }

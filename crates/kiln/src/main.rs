@@ -3,20 +3,14 @@
 //! This is the only crate that prints or exits; libraries return values and
 //! diagnostics.
 
-mod artifacts;
-mod build;
+mod build_cmd;
 mod cli;
-mod engine;
 mod flist_cmd;
 mod init;
 mod inspect;
-mod keys;
-mod manifest;
 mod plan;
 mod progress;
 mod report;
-mod sources;
-mod staging;
 mod store_cmd;
 mod userns;
 
@@ -32,6 +26,8 @@ pub enum Failure {
     Build(String),
     /// Bad usage or configuration; the text is already rendered (exit 2).
     Config(String),
+    /// Stopped by Ctrl-C or SIGTERM (exit 130).
+    Cancelled(String),
 }
 
 /// What a command prints on success.
@@ -73,17 +69,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    // Ctrl-C: the staged, unfinished results go; finished ones stay. Child
-    // processes (dpkg in the target) get the signal from the terminal too,
-    // and their mounts live in their own mount namespace.
-    let _ = ctrlc::set_handler(|| {
-        staging::remove_live();
-        std::process::exit(130);
+    // Ctrl-C or SIGTERM: the build stops cleanly (running scripts are
+    // killed, nothing half-built enters the store, finished outputs stay).
+    // A second one does not wait: the staged, unfinished results go and
+    // kiln exits; child processes die with it (PR_SET_PDEATHSIG), their
+    // mounts with their mount namespace.
+    let cancel = kiln_build::CancelToken::new();
+    let on_signal = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if on_signal.is_cancelled() {
+            kiln_build::remove_live();
+            std::process::exit(130);
+        }
+        on_signal.cancel_with("interrupted");
     });
     let result = match &cli.command {
         cli::Command::Plan(args) => plan::run(args, style),
-        cli::Command::Build(args) => engine::run_build(args, style),
-        cli::Command::Lock(args) => build::run_lock(args, style),
+        cli::Command::Build(args) => build_cmd::run_build(args, style, &cancel),
+        cli::Command::Lock(args) => build_cmd::run_lock(args, style),
         cli::Command::Store(cmd) => store_cmd::run(cmd, style),
         cli::Command::Init(args) => init::run(args),
         cli::Command::Inspect(args) => inspect::run(args, style),
@@ -103,6 +106,10 @@ fn main() -> ExitCode {
         Err(Failure::Config(text)) => {
             let _ = std::io::stderr().lock().write_all(text.as_bytes());
             ExitCode::from(2)
+        }
+        Err(Failure::Cancelled(text)) => {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            ExitCode::from(130)
         }
     }
 }

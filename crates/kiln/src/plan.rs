@@ -3,53 +3,19 @@
 
 use std::fmt::Write;
 
-use kiln_config::LoadOptions;
-use kiln_plan::{Plan, Selection};
+use kiln_build::Action;
+use kiln_plan::Plan;
 use serde::Serialize;
 
+use crate::Outcome;
 use crate::cli::PlanArgs;
-use crate::report::{Style, render};
-use crate::{Failure, Outcome};
+use crate::report::Style;
 
-/// What a build would do with a variant.
-#[derive(Clone, Copy, Debug, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Build it.
-    Build,
-    /// Its layer is in the store.
-    Cached,
-}
-
-impl Action {
-    fn as_str(self) -> &'static str {
-        match self {
-            Action::Build => "build",
-            Action::Cached => "cached",
-        }
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Build => "build",
+        Action::Cached => "cached",
     }
-}
-
-/// What a build would do with each variant: `cached` when the store holds
-/// its layer under the key `kiln.lock` gives it (the store is only read:
-/// an absent one holds nothing and is not created; a variant whose lock entry is missing or
-/// stale must be resolved, so it is built).
-fn actions(
-    tree: &kiln_config::Tree,
-    plan: &Plan,
-    store_dir: &std::path::Path,
-    epoch: Option<i64>,
-) -> Vec<Action> {
-    let store = kiln_store::Store::open_read_only(store_dir).ok();
-    let lock =
-        crate::build::read_lock(&tree.root.join(crate::build::LOCK_FILE)).unwrap_or_default();
-    crate::keys::known_keys(plan, &lock, epoch)
-        .iter()
-        .map(|key| match (&store, key) {
-            (Some(s), Some(k)) if matches!(s.get(k), Ok(Some(_))) => Action::Cached,
-            _ => Action::Build,
-        })
-        .collect()
 }
 
 #[derive(Serialize)]
@@ -67,46 +33,11 @@ struct JsonVariant<'a> {
     action: Action,
 }
 
-/// Loads and plans a tree, rendering every problem.
-pub fn load_plan(
-    dir: &std::path::Path,
-    selection: &Selection,
-    style: Style,
-) -> Result<(kiln_config::Tree, Plan), Failure> {
-    match kiln_config::load(dir, &LoadOptions::default()) {
-        Ok(tree) => {
-            let plan = kiln_plan::plan(&tree, selection)
-                .map_err(|d| Failure::Config(render(&tree.files, &d, style)))?;
-            Ok((tree, plan))
-        }
-        Err(failure) => {
-            // Look for the plan's problems too, so the user sees all at once.
-            let mut diags = failure.diagnostics;
-            if let Some(partial) = &failure.partial {
-                if let Err(more) = kiln_plan::plan(partial, selection) {
-                    for d in more {
-                        if !diags.contains(&d) {
-                            diags.push(d);
-                        }
-                    }
-                }
-            }
-            Err(Failure::Config(render(&failure.files, &diags, style)))
-        }
-    }
-}
-
 pub fn run(args: &PlanArgs, style: Style) -> Outcome {
-    let selection = Selection {
-        only: args.select.only.clone(),
-        skip: args.select.skip.clone(),
-    };
-    let (tree, plan) = load_plan(&args.dir, &selection, style)?;
-    let epoch = crate::build::epoch_override(&tree)?;
-    let actions = match crate::build::cache_dir(args.cache_dir.as_deref(), Some(&tree)) {
-        Ok(dir) => actions(&tree, &plan, &dir.join("store"), epoch),
-        Err(_) => vec![Action::Build; plan.variants.len()],
-    };
+    let selection = crate::build_cmd::selection(&args.select);
+    let (ws, plan) =
+        crate::build_cmd::open(&args.dir, args.cache_dir.as_deref(), &selection, style)?;
+    let actions = ws.actions(&plan);
     if args.json {
         Ok(json(&plan, &actions))
     } else {
@@ -174,7 +105,7 @@ fn table(plan: &Plan, actions: &[Action]) -> String {
                 keys,
                 parent,
                 v.digest.short(),
-                a.as_str().to_string(),
+                action_name(*a).to_string(),
             ]
         })
         .collect();

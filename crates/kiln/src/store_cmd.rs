@@ -22,27 +22,36 @@ fn open(
 ) -> Result<(Store, Vec<InputKey>, std::path::PathBuf), Failure> {
     let has_tree = args.dir.join(kiln_config::tree::ROOT_FILE).exists();
     let (cache, referenced) = if has_tree {
-        let (tree, plan) =
-            crate::plan::load_plan(&args.dir, &kiln_plan::Selection::default(), style)?;
-        let cache = crate::build::cache_dir(args.cache_dir.as_deref(), Some(&tree))?;
-        (cache, {
-            // Layers are keyed through kiln.lock; a variant without a
-            // current entry references no layer yet.
-            let lock = crate::build::read_lock(&tree.root.join(crate::build::LOCK_FILE))
-                .unwrap_or_default();
-            crate::keys::known_keys(&plan, &lock, crate::build::epoch_override(&tree)?)
-                .into_iter()
-                .flatten()
-                .collect()
-        })
+        let (ws, plan) = crate::build_cmd::open(
+            &args.dir,
+            args.cache_dir.as_deref(),
+            &kiln_plan::Selection::default(),
+            style,
+        )?;
+        let cache = ws
+            .require_cache_dir()
+            .map_err(|e| crate::build_cmd::failure(&e, style))?
+            .to_path_buf();
+        // Layers are keyed through kiln.lock; a variant without a
+        // current entry references no layer yet.
+        (cache, ws.known_keys(&plan).into_iter().flatten().collect())
     } else {
-        (
-            crate::build::cache_dir(args.cache_dir.as_deref(), None)?,
-            Vec::new(),
-        )
+        let cache = args
+            .cache_dir
+            .clone()
+            .or_else(crate::build_cmd::default_cache_dir)
+            .ok_or_else(|| {
+                crate::build_cmd::failure(
+                    &kiln_build::Error::Config {
+                        message: "failed to choose a package cache: neither `--cache-dir`, `[cache] dir`, XDG_CACHE_HOME nor HOME is set".into(),
+                    },
+                    style,
+                )
+            })?;
+        (cache, Vec::new())
     };
     let store = Store::open(&cache.join("store"))
-        .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;
+        .map_err(|e| Failure::Build(format!("error: {}\n", kiln_build::chain(&e))))?;
     Ok((store, referenced, cache))
 }
 
@@ -54,7 +63,7 @@ fn du(args: &StoreArgs, style: Style) -> Outcome {
     let (store, referenced, _) = open(args, style)?;
     let usage = store
         .du(&referenced)
-        .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;
+        .map_err(|e| Failure::Build(format!("error: {}\n", kiln_build::chain(&e))))?;
     if args.json {
         let layers: Vec<serde_json::Value> = usage
             .layers
@@ -110,7 +119,7 @@ fn gc(args: &GcArgs, style: Style) -> Outcome {
         max_size: args.max_size,
     };
     let failed =
-        |e: &dyn std::error::Error| Failure::Build(format!("error: {}\n", crate::build::chain(e)));
+        |e: &dyn std::error::Error| Failure::Build(format!("error: {}\n", kiln_build::chain(e)));
     let report = store.gc(&referenced, &policy).map_err(|e| failed(&e))?;
     // The writers' caches: what no layer still here was written with.
     let oldest = store
@@ -167,7 +176,7 @@ fn verify(args: &StoreArgs, style: Style) -> Outcome {
     let (store, _, _) = open(args, style)?;
     let problems = store
         .verify()
-        .map_err(|e| Failure::Build(format!("error: {}\n", crate::build::chain(&e))))?;
+        .map_err(|e| Failure::Build(format!("error: {}\n", kiln_build::chain(&e))))?;
     if problems.is_empty() {
         let n = store.layers().map_or(0, |l| l.len());
         return Ok(format!(

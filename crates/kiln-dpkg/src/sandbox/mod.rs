@@ -45,6 +45,9 @@ use std::io::{self, BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::error::Error;
 
@@ -59,6 +62,58 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("LC_ALL", "C.UTF-8"),
     ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
 ];
+
+/// "Stop now", shared with whoever cancels (a build's cancel token): a
+/// command running in the sandbox is killed, with everything in its PID
+/// namespace, within [`CANCEL_POLL`] of the flag being set.
+#[derive(Clone, Debug, Default)]
+pub struct CancelFlag(Option<Arc<AtomicBool>>);
+
+/// How often a running command's cancel flag is looked at.
+pub const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+impl CancelFlag {
+    /// A flag that is never set.
+    #[must_use]
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Follows `flag`.
+    #[must_use]
+    pub fn new(flag: Arc<AtomicBool>) -> Self {
+        Self(Some(flag))
+    }
+
+    /// Whether it is set.
+    #[must_use]
+    pub fn is_set(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// `Err(Cancelled)` naming `step` when it is set.
+    pub fn check(&self, step: &str) -> Result<(), Error> {
+        if self.is_set() {
+            Err(Error::Cancelled {
+                step: step.to_owned(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl PartialEq for CancelFlag {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CancelFlag {}
 
 /// How one command runs in the sandbox.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +130,9 @@ pub struct RunOptions<'a> {
     /// Whether it shares the host's network namespace instead of having
     /// only a loopback interface.
     pub network: bool,
+    /// When set, the command is killed and the run ends with
+    /// [`Error::Cancelled`].
+    pub cancel: Option<&'a CancelFlag>,
 }
 
 impl<'a> RunOptions<'a> {
@@ -87,6 +145,16 @@ impl<'a> RunOptions<'a> {
             exact_env: false,
             cwd: "/",
             network: false,
+            cancel: None,
+        }
+    }
+
+    /// Killed when `cancel` is set.
+    #[must_use]
+    pub fn cancel(self, cancel: &'a CancelFlag) -> Self {
+        Self {
+            cancel: Some(cancel),
+            ..self
         }
     }
 
@@ -129,6 +197,9 @@ pub fn run(
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), Error> {
     let step = options.step;
+    if let Some(cancel) = options.cancel {
+        cancel.check(step)?;
+    }
     let spawn_error = |source| Error::Spawn {
         step: step.to_owned(),
         root: root.to_owned(),
@@ -179,6 +250,72 @@ pub fn run(
     // `command`), so reading ends when the child exits.
     drop(command);
 
+    // The watcher kills the child (its PID namespace dies with it: every
+    // level below has PR_SET_PDEATHSIG) when the flag is set. The child is
+    // not reaped before the watcher has stopped, so its PID stays ours.
+    let finished = AtomicBool::new(false);
+    let killed = AtomicBool::new(false);
+    let pid = child.id();
+    std::thread::scope(|scope| {
+        if let Some(cancel) = options.cancel.filter(|c| c.0.is_some()) {
+            scope.spawn(|| {
+                while !finished.load(Ordering::SeqCst) {
+                    if cancel.is_set() {
+                        if let Some(pid) = i32::try_from(pid)
+                            .ok()
+                            .and_then(rustix::process::Pid::from_raw)
+                        {
+                            let _ =
+                                rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                        }
+                        killed.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    std::thread::sleep(CANCEL_POLL);
+                }
+            });
+        }
+        let result = read_lines(reader, on_line);
+        finished.store(true, Ordering::SeqCst);
+        result
+    })
+    .map_err(spawn_error)
+    .and_then(|tail| {
+        let status = child.wait().map_err(spawn_error)?;
+        if killed.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled {
+                step: step.to_owned(),
+            });
+        }
+        if let Some(placeholder) = placeholder {
+            placeholder.remove().map_err(spawn_error)?;
+        }
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Script {
+                step: step.to_owned(),
+                root: root.to_owned(),
+                status: status.to_string(),
+                code: {
+                    use std::os::unix::process::ExitStatusExt;
+                    status
+                        .code()
+                        .or_else(|| status.signal().map(|s| 128 + s))
+                        .unwrap_or(-1)
+                },
+                output: tail.into(),
+            })
+        }
+    })
+}
+
+/// Reads the command's output line by line until it closes, passing each
+/// to `on_line`; the last [`TAIL`] lines.
+fn read_lines(
+    reader: rustix::fd::OwnedFd,
+    on_line: &mut dyn FnMut(&str),
+) -> io::Result<VecDeque<String>> {
     let mut tail = VecDeque::with_capacity(TAIL);
     let mut lines = BufReader::new(std::fs::File::from(reader));
     let mut buffer = Vec::new();
@@ -188,7 +325,7 @@ pub fn run(
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(spawn_error(e)),
+            Err(e) => return Err(e),
         }
         let line = String::from_utf8_lossy(&buffer);
         let line = line.trim_end_matches(['\n', '\r']);
@@ -198,27 +335,7 @@ pub fn run(
         }
         tail.push_back(line.to_owned());
     }
-    let status = child.wait().map_err(spawn_error)?;
-    if let Some(placeholder) = placeholder {
-        placeholder.remove().map_err(spawn_error)?;
-    }
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Script {
-            step: step.to_owned(),
-            root: root.to_owned(),
-            status: status.to_string(),
-            code: {
-                use std::os::unix::process::ExitStatusExt;
-                status
-                    .code()
-                    .or_else(|| status.signal().map(|s| 128 + s))
-                    .unwrap_or(-1)
-            },
-            output: tail.into(),
-        })
-    }
+    Ok(tail)
 }
 
 /// The empty `/etc/resolv.conf` made for a step with the host's network;

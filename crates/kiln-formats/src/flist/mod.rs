@@ -60,7 +60,7 @@
 //! use kiln_layers::LayerStack;
 //!
 //! let stack = LayerStack::new(vec!["store/layers/base/tree".into()]);
-//! let input = Input { stack: &stack, layer_ids: &[], epoch: 1_700_000_000, threads: 2, cache_dir: None, seed: b"key" };
+//! let input = Input { stack: &stack, layer_ids: &[], epoch: 1_700_000_000, threads: 2, cache_dir: None, seed: b"key", cancel: None };
 //! let options = FlistOptions::new("/var/lib/kiln/flist-store");
 //! write_artifact(&Spec::Flist(options), &input, "out/base.fl".as_ref())?;
 //!

@@ -63,6 +63,7 @@ pub(crate) struct DataJob<'a> {
     pub(crate) block_size: u32,
     pub(crate) cache: Option<&'a BlockCache>,
     pub(crate) threads: usize,
+    pub(crate) cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// A piece of a file one thread reads: a full block or the tail.
@@ -153,6 +154,12 @@ impl DataJob<'_> {
             },
             |state, unit| self.read_unit(state, unit),
             |i, outcome| {
+                if self
+                    .cancel
+                    .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+                {
+                    return Err(Error::Cancelled);
+                }
                 let unit = &units[i];
                 let cur = current.get_or_insert_with(|| Current {
                     start: out.pos(),

@@ -129,6 +129,7 @@ impl Writer for SquashfsWriter {
             block_size: self.options.block_size,
             cache: cache.as_ref(),
             threads: input.threads,
+            cancel: input.cancel,
         }
         .write(&mut out)?;
 

@@ -17,6 +17,7 @@ fn input(stack: &LayerStack, threads: usize) -> Input<'_> {
         threads,
         cache_dir: None,
         seed: b"test",
+        cancel: None,
     }
 }
 

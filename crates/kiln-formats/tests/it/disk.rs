@@ -153,6 +153,7 @@ fn write(
         threads,
         cache_dir: None,
         seed,
+        cancel: None,
     };
     write_artifact(spec, &input, out)
 }

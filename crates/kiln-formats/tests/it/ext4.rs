@@ -26,6 +26,7 @@ fn write(
         threads,
         cache_dir: None,
         seed,
+        cancel: None,
         layer_ids: &[],
     };
     write_artifact(&Spec::Ext4(options.clone()), &input, out)

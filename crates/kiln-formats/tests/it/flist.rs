@@ -26,6 +26,7 @@ fn write(stack: &LayerStack, options: &FlistOptions, dest: &Path, threads: usize
         threads,
         cache_dir: None,
         seed: b"flist",
+        cancel: None,
         layer_ids: &[],
     };
     write_artifact(&Spec::Flist(options.clone()), &input, dest).unwrap();

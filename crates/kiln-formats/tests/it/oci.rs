@@ -122,6 +122,7 @@ fn write_with(
         threads,
         cache_dir: cache,
         seed: b"test",
+        cancel: None,
     };
     write_artifact(spec, &input, dest)
 }

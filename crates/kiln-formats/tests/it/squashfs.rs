@@ -176,6 +176,7 @@ fn write(spec: &Spec, stack: &LayerStack, threads: usize, cache: Option<&Path>, 
         threads,
         cache_dir: cache,
         seed: b"test",
+        cancel: None,
     };
     write_artifact(spec, &input, out).unwrap();
 }
@@ -333,6 +334,7 @@ fn bad_block_sizes_are_refused() {
             threads: 1,
             cache_dir: None,
             seed: b"test",
+            cancel: None,
         };
         let err = write_artifact(&spec, &input, &fx.dir.join("x.squashfs")).unwrap_err();
         assert!(err.to_string().starts_with("Failed to"), "{err}");

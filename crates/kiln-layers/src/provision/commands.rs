@@ -93,7 +93,10 @@ pub(super) fn run_script(
     let env = script_env(base_env, settings, ctx);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let in_root = format!("/{rel}");
-    let options = RunOptions::new(step).exact_env(&env).network(run.network);
+    let options = RunOptions::new(step)
+        .exact_env(&env)
+        .network(run.network)
+        .cancel(&ctx.cancel);
     let result = run_in_root(root, &["/bin/sh", &in_root], &options, log);
     let removed = root.remove_all(&rel);
     result?;

@@ -36,6 +36,9 @@ pub struct ProvisionContext {
     /// The build's `SOURCE_DATE_EPOCH`, given to every command run in the
     /// root (`useradd` dates `/etc/shadow` with it).
     pub source_date_epoch: Option<i64>,
+    /// When set, no further step starts and a running `run` script is
+    /// killed with its PID namespace ([`Error::Cancelled`]).
+    pub cancel: kiln_dpkg::sandbox::CancelFlag,
 }
 
 /// What [`provision`] did.
@@ -153,6 +156,11 @@ pub fn provision(
     let base_env = base_env.as_slice();
     let mut report = ProvisionReport::default();
     let mut step = |name: &str, body: &mut dyn FnMut(&Log<'_>) -> Result<(), Error>| {
+        if ctx.cancel.is_set() {
+            return Err(Error::Cancelled {
+                step: name.to_owned(),
+            });
+        }
         let line = |text: &str| log(name, text);
         line(STEP_STARTED);
         let started = Instant::now();

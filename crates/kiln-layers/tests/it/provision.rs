@@ -67,6 +67,7 @@ pub(crate) fn settings() -> ImageSettings {
         kernel: false,
         container: kiln_config::settings::Container::default(),
         labels: BTreeMap::new(),
+        timeout: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn context() -> ProvisionContext {
         ],
         packages: vec!["curl".to_owned(), "nginx-light".to_owned()],
         source_date_epoch: Some(1_700_000_000),
+        cancel: kiln_dpkg::sandbox::CancelFlag::none(),
     }
 }
 

@@ -356,9 +356,9 @@ fn sigkill_during_download_unpack_and_configure_leaves_nothing_untrusted() {
     // Downloads start right after resolution; unpacking and configuring are
     // steps kiln-dpkg reports.
     for (marker, delay) in [
-        ("downloading", ms(100)),
+        ("download", ms(100)),
         ("unpack", ms(200)),
-        ("configur", ms(500)),
+        ("configure", ms(500)),
     ] {
         killed_at(marker, delay);
     }

@@ -1,6 +1,6 @@
-//! `kiln build`: the plan's variants, built as layers in the store.
+//! The build: the plan's variants, built as layers in the store.
 //!
-//! Every variant is one layer stored under its input digest. A variant
+//! Every variant is one layer stored under its layer key. A variant
 //! whose layer is in the store is `cached`; otherwise it is built:
 //!
 //! - a bootstrap variant's layer is a whole root: packages resolved and
@@ -10,51 +10,56 @@
 //!   are installed and it is provisioned in the merged view; the upper
 //!   directory is its layer.
 //!
-//! Independent variants build in parallel (`--parallel N`); a failure stops
+//! Independent variants build in parallel (`parallel`); a failure stops
 //! the variant's descendants only. Each variant's full log is kept in
-//! `OUT/<variant>/build.log`.
+//! `OUT/<variant>/build.log`. A watchdog thread turns the build's cancel
+//! token and time limits into each running variant's own token.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kiln_config::settings::Base;
 use kiln_debian::TreeLock;
+use kiln_dpkg::sandbox::CancelFlag;
 use kiln_plan::{Plan, Variant};
 use kiln_store::{InputKey, Store};
 
-use crate::build::{BuildSettings, FetchProgress, chain, open_source, package_job, resolve};
-use crate::cli::BuildArgs;
+use crate::debian::{
+    BuildSettings, Failure, FetchProgress, open_source, package_job, read_lock, resolve,
+};
+use crate::error::{Error, chain};
+use crate::events::{Event, EventSink, PlannedVariant, VariantStatus};
 use crate::manifest::{Manifest, VariantEntry};
-use crate::plan::load_plan;
-use crate::progress::Reporter;
-use crate::report::Style;
-use crate::{Failure, Outcome};
+use crate::{BuildOptions, BuildReport, CancelToken, StepTiming, VariantReport, Workspace};
 
-/// How a variant's build ended.
+/// How many of a variant's last log lines a failure carries.
+const LAST_LINES: usize = 20;
+
+/// Where a variant is in the build.
 #[derive(Clone, Debug)]
-enum Status {
+enum State {
     Pending,
     Running,
-    Cached,
-    Built(f64),
-    /// The text, and whether the configuration caused it (exit 2).
-    Failed(String, bool),
-    Skipped(String),
+    Done(VariantStatus),
 }
 
-impl Status {
+impl State {
     fn usable(&self) -> bool {
-        matches!(self, Status::Cached | Status::Built(_))
+        matches!(
+            self,
+            State::Done(VariantStatus::Cached | VariantStatus::Built { .. })
+        )
     }
 }
 
 /// A variant's build log: every line of every step, with the step's name.
 struct VariantLog {
     file: Mutex<fs::File>,
+    path: PathBuf,
 }
 
 impl VariantLog {
@@ -64,14 +69,29 @@ impl VariantLog {
         let file = fs::File::create(&path)?;
         Ok(Self {
             file: Mutex::new(file),
+            path,
         })
     }
 
-    fn line(&self, step: &str, text: &str) {
+    fn write(&self, step: &str, text: &str) {
         if let Ok(mut f) = self.file.lock() {
             let _ = writeln!(f, "[{step}] {text}");
         }
     }
+}
+
+/// What the build records of one variant while it runs.
+#[derive(Default)]
+struct Record {
+    /// The step running now, and since when.
+    current: Option<(String, Instant)>,
+    /// The step that was running last (the failing one, after an error).
+    last_step: String,
+    steps: Vec<StepTiming>,
+    tail: VecDeque<String>,
+    log: Option<Arc<VariantLog>>,
+    /// When a worker took it (for its time limit).
+    started: Option<Instant>,
 }
 
 /// Everything the workers share.
@@ -80,7 +100,7 @@ struct Ctx<'a> {
     plan: &'a Plan,
     settings: &'a BuildSettings,
     store: &'a Store,
-    reporter: &'a Reporter,
+    events: &'a dyn EventSink,
     lock: &'a Mutex<TreeLock>,
     revise: &'a BTreeSet<usize>,
     /// Each variant's layer key, once its lock entry is known.
@@ -96,6 +116,12 @@ struct Ctx<'a> {
     entries: &'a Mutex<Vec<VariantEntry>>,
     /// Threads a writer may compress on.
     threads: usize,
+    /// The build's token.
+    cancel: &'a CancelToken,
+    /// Each variant's own token: set by the watchdog from the build's
+    /// token or the variant's time limit.
+    variant_cancel: &'a [CancelToken],
+    records: &'a [Mutex<Record>],
 }
 
 /// A Debian source with its indexes fetched, and the apt sources behind it.
@@ -104,205 +130,413 @@ struct OpenSource {
     apt: Vec<kiln_debian::AptSource>,
 }
 
-pub fn run_build(args: &BuildArgs, style: Style) -> Outcome {
-    let (tree, plan) = load_plan(&args.dir, &crate::build::selection(&args.select), style)?;
-    let settings = BuildSettings::resolve(&tree, &args.fetch, args.locked, args.jobs)?;
-    let store = Store::open(&settings.cache_dir.join("store"))
-        .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;
-    let reporter = Reporter::new();
-    fs::create_dir_all(&settings.out_dir).map_err(|e| {
-        Failure::Build(format!(
-            "error: failed to create `{}`: {e}\n",
-            settings.out_dir.display()
-        ))
+impl Ctx<'_> {
+    fn name(&self, id: usize) -> &str {
+        &self.plan.variants[id].name
+    }
+
+    fn record(&self, id: usize) -> std::sync::MutexGuard<'_, Record> {
+        self.records[id]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Begins step `step` of variant `id`, ending the one before (as
+    /// succeeded): one step at a time per variant.
+    fn begin(&self, id: usize, step: &str) {
+        self.end(id, true);
+        let mut r = self.record(id);
+        r.current = Some((step.to_owned(), Instant::now()));
+        step.clone_into(&mut r.last_step);
+        drop(r);
+        self.events.event(&Event::StepStarted {
+            variant: self.name(id).to_owned(),
+            step: step.to_owned(),
+        });
+    }
+
+    /// Ends the running step of variant `id`, if any.
+    fn end(&self, id: usize, ok: bool) {
+        let mut r = self.record(id);
+        let Some((step, since)) = r.current.take() else {
+            return;
+        };
+        let seconds = since.elapsed().as_secs_f64();
+        r.steps.push(StepTiming {
+            step: step.clone(),
+            seconds,
+        });
+        drop(r);
+        self.events.event(&Event::StepFinished {
+            variant: self.name(id).to_owned(),
+            step,
+            seconds,
+            ok,
+        });
+    }
+
+    /// A line of variant `id`'s log, under `stream`.
+    fn line(&self, id: usize, stream: &str, text: &str) {
+        let mut r = self.record(id);
+        if let Some(log) = &r.log {
+            log.write(stream, text);
+        }
+        if r.tail.len() == LAST_LINES {
+            r.tail.pop_front();
+        }
+        r.tail.push_back(format!("[{stream}] {text}"));
+        drop(r);
+        self.events.event(&Event::Log {
+            variant: self.name(id).to_owned(),
+            stream: stream.to_owned(),
+            text: text.to_owned(),
+        });
+    }
+
+    fn flag(&self, id: usize) -> CancelFlag {
+        CancelFlag::new(self.variant_cancel[id].shared_flag())
+    }
+
+    /// `Err` when variant `id` must stop, before a step begins.
+    fn check(&self, id: usize) -> Result<(), StepError> {
+        if self.variant_cancel[id].is_cancelled() {
+            Err(StepError::cancelled())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn build(
+    ws: &Workspace,
+    plan: &Plan,
+    options: &BuildOptions,
+    events: &dyn EventSink,
+    cancel: &CancelToken,
+) -> Result<BuildReport, Error> {
+    let started = Instant::now();
+    let tree = ws.tree();
+    let settings = BuildSettings::new(ws, options)?;
+    let store_dir = settings.cache_dir.join("store");
+    let store = Store::open(&store_dir).map_err(|source| Error::Store {
+        path: store_dir.clone(),
+        source,
+    })?;
+    fs::create_dir_all(&settings.out_dir).map_err(|error| Error::Io {
+        action: "create",
+        path: settings.out_dir.clone(),
+        error,
     })?;
     crate::staging::clean_stale(&settings.out_dir);
-    let lock = crate::build::read_lock(&settings.lock_path)
-        .map_err(|e| Failure::Config(format!("error: {}\n", chain(&e))))?;
+    let lock = read_lock(&settings.lock_path).map_err(|source| Error::Lock {
+        source,
+        write: false,
+    })?;
     let lock_before = lock.clone();
     let lock = Mutex::new(lock);
     // `--revise` rebuilds the selected variants (the plan holds their
     // ancestors too; those are only rebuilt when selected by name or key).
-    let revise: BTreeSet<usize> = if args.revise {
+    let revise: BTreeSet<usize> = options.revise.as_ref().map_or_else(BTreeSet::new, |s| {
         plan.variants
             .iter()
             .enumerate()
-            .filter(|(_, v)| crate::build::selected(v, &args.select))
+            .filter(|(_, v)| crate::selects(s, v))
             .map(|(i, _)| i)
             .collect()
-    } else {
-        BTreeSet::new()
-    };
+    });
+    let n = plan.variants.len();
     let sources = Mutex::new(std::collections::BTreeMap::new());
-    let keys = Mutex::new(vec![None; plan.variants.len()]);
-    let epochs = Mutex::new(vec![None; plan.variants.len()]);
+    let keys = Mutex::new(vec![None; n]);
+    let epochs = Mutex::new(vec![None; n]);
     let previous = Manifest::read(&settings.out_dir);
     let entries = Mutex::new(Vec::new());
+    let variant_cancel: Vec<CancelToken> = (0..n).map(|_| CancelToken::new()).collect();
+    let records: Vec<Mutex<Record>> = (0..n).map(|_| Mutex::new(Record::default())).collect();
     let ctx = Ctx {
         previous: &previous,
         entries: &entries,
-        threads: std::thread::available_parallelism().map_or(1, usize::from),
-        tree: &tree,
-        plan: &plan,
+        threads: options.jobs.max(1),
+        tree,
+        plan,
         settings: &settings,
         store: &store,
-        reporter: &reporter,
+        events,
         lock: &lock,
         revise: &revise,
         sources: &sources,
         keys: &keys,
         epochs: &epochs,
+        cancel,
+        variant_cancel: &variant_cancel,
+        records: &records,
     };
 
-    let n = plan.variants.len();
-    let state = Mutex::new(vec![Status::Pending; n]);
-    let wake = Condvar::new();
-    std::thread::scope(|scope| {
-        for _ in 0..args.parallel.max(1) {
-            scope.spawn(|| worker(&ctx, &state, &wake));
-        }
+    events.event(&Event::PlanResolved {
+        variants: plan
+            .variants
+            .iter()
+            .map(|v| PlannedVariant {
+                name: v.name.clone(),
+                image: v.image.clone(),
+                parent: v.parent.map(|p| plan.variants[p].name.clone()),
+            })
+            .collect(),
     });
-    let statuses = state.into_inner().expect("workers finished");
+    for v in &plan.variants {
+        events.event(&Event::VariantQueued {
+            variant: v.name.clone(),
+        });
+    }
+    let state = Mutex::new(vec![State::Pending; n]);
+    let wake = Condvar::new();
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| watchdog(&ctx, options.timeout, started, &state, &wake, &finished));
+        let workers: Vec<_> = (0..options.parallel.max(1))
+            .map(|_| scope.spawn(|| worker(&ctx, &state, &wake)))
+            .collect();
+        for w in workers {
+            let _ = w.join();
+        }
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let outcome = state
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
 
-    let lock = lock.into_inner().expect("not poisoned");
+    let lock = lock
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if lock != lock_before && !settings.locked {
         lock.write(&settings.lock_path)
-            .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;
+            .map_err(|source| Error::Lock {
+                source,
+                write: true,
+            })?;
     }
     let mut manifest = previous.clone();
-    let entries = entries.into_inner().expect("not poisoned");
-    let finished = entries.clone();
+    let entries = entries
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let finished_entries = entries.clone();
     manifest.update(entries);
-    manifest.write(&settings.out_dir).map_err(|e| {
-        Failure::Build(format!(
-            "error: failed to write `{}`: {e}\n",
-            settings
-                .out_dir
-                .join(crate::manifest::MANIFEST_FILE)
-                .display()
-        ))
-    })?;
-    let summary = summarize(&plan, &settings, &statuses, &finished);
-    if args.json {
-        let json = serde_json::to_string_pretty(&manifest).expect("serializable") + "\n";
-        return match summary {
-            Ok(_) => Ok(json),
-            Err(Failure::Build(text)) => Err(Failure::Build(json + &text)),
-            Err(Failure::Config(text)) => Err(Failure::Config(json + &text)),
-        };
+    manifest
+        .write(&settings.out_dir)
+        .map_err(|error| Error::Io {
+            action: "write",
+            path: settings.out_dir.join(crate::manifest::MANIFEST_FILE),
+            error,
+        })?;
+    let keys = keys
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut counts = [0usize; 5];
+    let variants: Vec<VariantReport> = plan
+        .variants
+        .iter()
+        .zip(outcome)
+        .enumerate()
+        .map(|(i, (v, s))| {
+            let status = match s {
+                State::Done(status) => status,
+                // Never reached: the build stopped first.
+                State::Pending | State::Running => VariantStatus::Cancelled {
+                    step: "queued".to_owned(),
+                    reason: cancel.reason().unwrap_or_else(|| "cancelled".to_owned()),
+                },
+            };
+            counts[match status {
+                VariantStatus::Built { .. } => 0,
+                VariantStatus::Cached => 1,
+                VariantStatus::Failed { .. } => 2,
+                VariantStatus::Skipped { .. } => 3,
+                VariantStatus::Cancelled { .. } => 4,
+            }] += 1;
+            let record = records[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            VariantReport {
+                name: v.name.clone(),
+                status,
+                layer_key: keys[i].map(|k| k.to_hex()),
+                artifacts: finished_entries
+                    .iter()
+                    .find(|e| e.variant == v.name)
+                    .map(|e| e.artifacts.clone())
+                    .unwrap_or_default(),
+                steps: record.steps.clone(),
+                log: record.log.as_ref().map(|l| l.path.clone()),
+            }
+        })
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    events.event(&Event::BuildFinished {
+        built: counts[0],
+        cached: counts[1],
+        failed: counts[2],
+        skipped: counts[3],
+        cancelled: counts[4],
+        seconds,
+    });
+    Ok(BuildReport {
+        variants,
+        manifest,
+        out_dir: settings.out_dir.clone(),
+        cancelled: cancel.reason(),
+        seconds,
+    })
+}
+
+/// How a duration reads in a message: `3s`, `45m`, `1h30m`, `2.5s`.
+pub(crate) fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_millis() != 0 && secs < 60 {
+        return format!("{:.1}s", d.as_secs_f64());
     }
-    summary
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+/// Turns the build's token and the time limits into each running
+/// variant's token, until the workers are done.
+fn watchdog(
+    ctx: &Ctx<'_>,
+    timeout: Option<Duration>,
+    started: Instant,
+    state: &Mutex<Vec<State>>,
+    wake: &Condvar,
+    finished: &std::sync::atomic::AtomicBool,
+) {
+    let mut woken = false;
+    while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Some(limit) = timeout
+            && started.elapsed() >= limit
+        {
+            ctx.cancel
+                .cancel_with(format!("timed out after {}", human(limit)));
+        }
+        let build_reason = ctx.cancel.reason();
+        for (i, token) in ctx.variant_cancel.iter().enumerate() {
+            if token.is_cancelled() {
+                continue;
+            }
+            if let Some(reason) = &build_reason {
+                token.cancel_with(reason.clone());
+                continue;
+            }
+            let since = ctx.record(i).started;
+            if let (Some(limit), Some(since)) = (ctx.plan.variants[i].settings.timeout, since)
+                && since.elapsed() >= limit
+            {
+                token.cancel_with(format!("timed out after {}", human(limit)));
+            }
+        }
+        if build_reason.is_some() && !woken {
+            // Idle workers look again: nothing new starts.
+            let _guard = state.lock();
+            wake.notify_all();
+            woken = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Takes ready variants until none is left.
-fn worker(ctx: &Ctx<'_>, state: &Mutex<Vec<Status>>, wake: &Condvar) {
+fn worker(ctx: &Ctx<'_>, state: &Mutex<Vec<State>>, wake: &Condvar) {
+    // The overlays this worker mounts live in a mount namespace of its own
+    // (`unshare` moves only the calling thread): never visible to the
+    // host or another build of the process, gone when the worker and its
+    // children end. Without the privilege, mounting fails later with its
+    // own error.
+    let _ = kiln_layers::private_mount_namespace();
     loop {
         let next = {
-            let mut s = state.lock().expect("not poisoned");
+            let mut s = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             loop {
                 // Skip what cannot be built any more, then pick a ready one.
                 for i in 0..s.len() {
-                    if let (Status::Pending, Some(p)) = (&s[i], ctx.plan.variants[i].parent) {
-                        match &s[p] {
-                            Status::Failed(..) | Status::Skipped(_) => {
-                                s[i] = Status::Skipped(format!(
-                                    "`{}` did not build",
-                                    ctx.plan.variants[p].name
-                                ));
-                            }
-                            _ => {}
-                        }
+                    if !matches!(s[i], State::Pending) {
+                        continue;
+                    }
+                    let status = if let Some(reason) = ctx.cancel.reason() {
+                        Some(VariantStatus::Cancelled {
+                            step: "queued".to_owned(),
+                            reason,
+                        })
+                    } else if let Some(p) = ctx.plan.variants[i].parent
+                        && matches!(
+                            s[p],
+                            State::Done(
+                                VariantStatus::Failed { .. }
+                                    | VariantStatus::Skipped { .. }
+                                    | VariantStatus::Cancelled { .. }
+                            )
+                        )
+                    {
+                        Some(VariantStatus::Skipped {
+                            reason: format!("`{}` did not build", ctx.plan.variants[p].name),
+                        })
+                    } else {
+                        None
+                    };
+                    if let Some(status) = status {
+                        ctx.events.event(&Event::VariantFinished {
+                            variant: ctx.name(i).to_owned(),
+                            status: status.clone(),
+                        });
+                        s[i] = State::Done(status);
                     }
                 }
                 let ready = (0..s.len()).find(|&i| {
-                    matches!(s[i], Status::Pending)
+                    matches!(s[i], State::Pending)
                         && ctx.plan.variants[i].parent.is_none_or(|p| s[p].usable())
                 });
                 if let Some(i) = ready {
-                    s[i] = Status::Running;
+                    s[i] = State::Running;
                     break Some(i);
                 }
                 if !s
                     .iter()
-                    .any(|x| matches!(x, Status::Pending | Status::Running))
+                    .any(|x| matches!(x, State::Pending | State::Running))
                 {
                     break None;
                 }
-                s = wake.wait(s).expect("not poisoned");
+                s = wake
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
         let Some(i) = next else {
             wake.notify_all();
             return;
         };
-        let result = build_variant(ctx, i);
-        let mut s = state.lock().expect("not poisoned");
-        s[i] = result;
+        ctx.record(i).started = Some(Instant::now());
+        ctx.events.event(&Event::VariantStarted {
+            variant: ctx.name(i).to_owned(),
+        });
+        let status = build_variant(ctx, i);
+        ctx.events.event(&Event::VariantFinished {
+            variant: ctx.name(i).to_owned(),
+            status: status.clone(),
+        });
+        let mut s = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s[i] = State::Done(status);
         drop(s);
         wake.notify_all();
-    }
-}
-
-fn summarize(
-    plan: &Plan,
-    settings: &BuildSettings,
-    statuses: &[Status],
-    finished: &[VariantEntry],
-) -> Outcome {
-    let mut out = String::new();
-    let mut failed = None;
-    let mut counts = [0usize; 4];
-    for (v, s) in plan.variants.iter().zip(statuses) {
-        let log = settings.out_dir.join(&v.name).join("build.log");
-        let (word, detail) = match s {
-            Status::Cached => {
-                counts[1] += 1;
-                ("cached", String::new())
-            }
-            Status::Built(secs) => {
-                counts[0] += 1;
-                ("built", format!("in {secs:.1}s"))
-            }
-            Status::Failed(msg, config) => {
-                counts[2] += 1;
-                failed = Some(failed.unwrap_or(true) && *config);
-                ("failed", msg.clone())
-            }
-            Status::Skipped(why) => {
-                counts[3] += 1;
-                ("skipped", why.clone())
-            }
-            Status::Pending | Status::Running => ("skipped", "not reached".to_string()),
-        };
-        let log_note = if matches!(s, Status::Built(_) | Status::Failed(..)) {
-            format!("  (log: {})", log.display())
-        } else {
-            String::new()
-        };
-        out.push_str(&format!(
-            "{:<8} {:<28} {}{log_note}\n",
-            word,
-            v.name,
-            detail.trim_end()
-        ));
-        if let Some(entry) = finished.iter().find(|e| e.variant == v.name) {
-            for a in &entry.artifacts {
-                out.push_str(&format!(
-                    "           {}  {}\n",
-                    settings.out_dir.join(&a.path).display(),
-                    crate::store_cmd::mb(a.size)
-                ));
-            }
-        }
-    }
-    out.push_str(&format!(
-        "\n{} built, {} cached, {} failed, {} skipped\n",
-        counts[0], counts[1], counts[2], counts[3]
-    ));
-    match failed {
-        None => Ok(out),
-        Some(true) => Err(Failure::Config(out)),
-        Some(false) => Err(Failure::Build(out)),
     }
 }
 
@@ -341,56 +575,47 @@ fn lower_chain(plan: &Plan, id: usize) -> Vec<usize> {
     chain
 }
 
-fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
+fn build_variant(ctx: &Ctx<'_>, id: usize) -> VariantStatus {
     let v = &ctx.plan.variants[id];
     let started = Instant::now();
     let out_dir = ctx.settings.out_dir.join(&v.name);
-    let key = match layer_key_of(ctx, id) {
-        Ok(k) => k,
-        Err(e) => return Status::Failed(e.text, e.config),
-    };
-    let lock = match ctx.store.lock(&key) {
-        Ok(l) => l,
-        Err(e) => return Status::Failed(chain(&e), false),
-    };
-    if !ctx.revise.contains(&id) {
-        match ctx.store.get(&key) {
-            Ok(Some(layer)) => {
+    let result = (|| -> Result<bool, StepError> {
+        ctx.check(id)?;
+        let key = layer_key_of(ctx, id)?;
+        ctx.end(id, true);
+        let lock = ctx
+            .store
+            .lock(&key)
+            .map_err(|e| StepError::build(chain(&e)))?;
+        if !ctx.revise.contains(&id) {
+            let found = ctx
+                .store
+                .get(&key)
+                .map_err(|e| StepError::build(chain(&e)))?;
+            if let Some(layer) = found {
                 drop(lock);
                 ctx.epochs.lock().expect("not poisoned")[id] =
                     layer.meta.epoch.or(ctx.settings.epoch);
-                ctx.reporter.done(&v.name, "cached");
-                return match export(ctx, id)
-                    .map_err(StepError::build)
-                    .and_then(|()| outputs(ctx, id))
-                {
-                    Ok(()) => Status::Cached,
-                    Err(e) => Status::Failed(e.text, e.config),
-                };
+                export(ctx, id).map_err(StepError::build)?;
+                outputs(ctx, id)?;
+                return Ok(false);
             }
-            Ok(None) => {}
-            Err(e) => return Status::Failed(chain(&e), false),
         }
-    }
-    // `--revise`: the old layer stays until the new one replaces it (one
-    // atomic exchange), so its children never lose their parent.
-    let log = match VariantLog::create(&out_dir) {
-        Ok(l) => l,
-        Err(e) => {
-            return Status::Failed(
-                format!("failed to create `{}`: {e}", out_dir.display()),
-                false,
-            );
-        }
-    };
-    ctx.reporter.step(&v.name, "building");
-    let result = build_layer(ctx, id, &log).and_then(|stage| {
+        // `--revise`: the old layer stays until the new one replaces it (one
+        // atomic exchange), so its children never lose their parent.
+        let log = VariantLog::create(&out_dir)
+            .map_err(|e| format!("failed to create `{}`: {e}", out_dir.display()))?;
+        ctx.record(id).log = Some(Arc::new(log));
+        let stage = build_layer(ctx, id)?;
+        ctx.check(id)?;
+        ctx.begin(id, "commit");
         let parent = v
             .parent
             .map(|p| ctx.keys.lock().expect("not poisoned")[p].expect("parents are built first"));
         let epoch = epoch_of(ctx, id);
         let clamped = kiln_layers::clamp_times(stage.tree(), epoch).map_err(|e| chain(&e))?;
-        log.line(
+        ctx.line(
+            id,
             "kiln",
             &format!(
                 "SOURCE_DATE_EPOCH {epoch} ({}): {clamped} later times clamped",
@@ -412,30 +637,45 @@ fn build_variant(ctx: &Ctx<'_>, id: usize) -> Status {
                 epoch: Some(epoch),
             },
         )
-        .map_err(|e| StepError::build(chain(&e)))
-    });
-    drop(lock);
-    match result
-        .and_then(|_| export(ctx, id).map_err(StepError::build))
-        .and_then(|()| outputs(ctx, id))
-    {
-        Ok(()) => {
-            log.line(
-                "kiln",
-                &format!("built in {:.1}s", started.elapsed().as_secs_f64()),
-            );
-            ctx.reporter.done(
-                &v.name,
-                &format!("built in {:.1}s", started.elapsed().as_secs_f64()),
-            );
-            Status::Built(started.elapsed().as_secs_f64())
+        .map_err(|e| StepError::build(chain(&e)))?;
+        drop(lock);
+        export(ctx, id).map_err(StepError::build)?;
+        outputs(ctx, id)?;
+        Ok(true)
+    })();
+    match result {
+        Ok(built) => {
+            ctx.end(id, true);
+            if built {
+                let seconds = started.elapsed().as_secs_f64();
+                ctx.line(id, "kiln", &format!("built in {seconds:.1}s"));
+                VariantStatus::Built { seconds }
+            } else {
+                VariantStatus::Cached
+            }
         }
         Err(e) => {
-            for line in e.text.lines() {
-                log.line("kiln", line);
+            ctx.end(id, false);
+            let step = ctx.record(id).last_step.clone();
+            let step = if step.is_empty() {
+                "start".to_owned()
+            } else {
+                step
+            };
+            if let Some(reason) = ctx.variant_cancel[id].reason() {
+                ctx.line(id, "kiln", &format!("{reason} in step {step}"));
+                return VariantStatus::Cancelled { step, reason };
             }
-            ctx.reporter.done(&v.name, "failed");
-            Status::Failed(e.text, e.config)
+            for line in e.text.lines() {
+                ctx.line(id, "kiln", line);
+            }
+            let last_lines = ctx.record(id).tail.iter().cloned().collect();
+            VariantStatus::Failed {
+                step,
+                message: e.text,
+                last_lines,
+                config: e.config,
+            }
         }
     }
 }
@@ -453,6 +693,10 @@ impl StepError {
             config: false,
         }
     }
+
+    fn cancelled() -> Self {
+        Self::build("cancelled".to_owned())
+    }
 }
 
 impl From<String> for StepError {
@@ -462,7 +706,7 @@ impl From<String> for StepError {
 }
 
 /// Builds a variant's layer into a stage of the store.
-fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store::Stage, StepError> {
+fn build_layer(ctx: &Ctx<'_>, id: usize) -> Result<kiln_store::Stage, StepError> {
     let v = &ctx.plan.variants[id];
     let key = ctx.keys.lock().expect("not poisoned")[id].expect("set before building");
     let stage = ctx.store.stage(&key).map_err(|e| chain(&e))?;
@@ -477,8 +721,8 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
     ctx.epochs.lock().expect("not poisoned")[id] = ctx.settings.epoch.or(inherited);
     if matches!(v.settings.base, Base::Bootstrap { .. }) {
         let root = stage.tree().to_path_buf();
-        install_packages(ctx, id, &root, true, log)?;
-        provision_root(ctx, id, &root, &inputs, log)?;
+        install_packages(ctx, id, &root, true)?;
+        provision_root(ctx, id, &root, &inputs)?;
         return Ok(stage);
     }
     // Over the parent's layers.
@@ -496,8 +740,8 @@ fn build_layer(ctx: &Ctx<'_>, id: usize, log: &VariantLog) -> Result<kiln_store:
     let result = (|| -> Result<(), StepError> {
         let overlay = kiln_layers::Overlay::mount(&stack, stage.tree(), &work, &mnt)
             .map_err(|e| chain(&e))?;
-        install_packages(ctx, id, &mnt, false, log)?;
-        provision_root(ctx, id, &mnt, &inputs, log)?;
+        install_packages(ctx, id, &mnt, false)?;
+        provision_root(ctx, id, &mnt, &inputs)?;
         overlay.unmount().map_err(|e| StepError::build(chain(&e)))
     })();
     let _ = fs::remove_dir_all(&scratch);
@@ -512,10 +756,10 @@ fn provision_root(
     id: usize,
     root: &Path,
     inputs: &kiln_config::TreeInputs,
-    log: &VariantLog,
 ) -> Result<(), StepError> {
     let v = &ctx.plan.variants[id];
-    remove_packages(&v.settings.remove, root, epoch_of(ctx, id), log)?;
+    remove_packages(ctx, id, root)?;
+    ctx.check(id)?;
     let initramfs = initramfs_inputs(root);
     let pctx = kiln_layers::ProvisionContext {
         image: v.image.clone(),
@@ -523,17 +767,25 @@ fn provision_root(
         keys: v.keys.clone(),
         packages: v.settings.packages.iter().map(|p| p.name.clone()).collect(),
         source_date_epoch: Some(epoch_of(ctx, id)),
+        cancel: ctx.flag(id),
     };
-    kiln_layers::provision(
+    let result = kiln_layers::provision(
         root,
         inputs,
         &v.settings,
         &pctx,
-        &|step: &str, line: &str| log.line(step, line),
-    )
-    .map_err(|e| chain(&e))?;
-    refresh_initramfs(ctx, id, root, initramfs, log)?;
-    boot_loader(ctx, id, root, log)
+        &|step: &str, line: &str| match line {
+            kiln_layers::STEP_STARTED => ctx.begin(id, &format!("provision:{step}")),
+            kiln_layers::STEP_FINISHED => ctx.end(id, true),
+            kiln_layers::STEP_FAILED => {}
+            line => ctx.line(id, step, line),
+        },
+    );
+    result.map_err(|e| chain(&e))?;
+    ctx.check(id)?;
+    refresh_initramfs(ctx, id, root, initramfs)?;
+    ctx.check(id)?;
+    boot_loader(ctx, id, root)
 }
 
 /// A variant's verified source and resolved packages (from `kiln.lock`
@@ -561,8 +813,16 @@ fn resolved(
     };
     let set = {
         let mut lock = ctx.lock.lock().expect("not poisoned");
-        resolve(&job, &opened.source, &mut lock, ctx.settings, ctx.reporter)
-            .map_err(failure_text)?
+        resolve(
+            &job,
+            &opened.source,
+            &mut lock,
+            ctx.settings,
+            &|e: &Event| {
+                ctx.events.event(e);
+            },
+        )
+        .map_err(failure_text)?
     };
     Ok((opened, set))
 }
@@ -582,8 +842,13 @@ fn layer_key_of(ctx: &Ctx<'_>, id: usize) -> Result<InputKey, StepError> {
     let entry = match current {
         Ok(entry) => entry,
         Err(()) => {
-            ctx.reporter.step(&v.name, "resolving packages");
-            resolved(ctx, id, &FetchProgress::new(ctx.reporter, &v.name))?;
+            ctx.begin(id, "resolve");
+            let flag = ctx.variant_cancel[id].flag();
+            resolved(
+                ctx,
+                id,
+                &FetchProgress::new(ctx.events, &v.name, Some(flag)),
+            )?;
             ctx.lock
                 .lock()
                 .expect("not poisoned")
@@ -602,21 +867,29 @@ fn layer_key_of(ctx: &Ctx<'_>, id: usize) -> Result<InputKey, StepError> {
     Ok(key)
 }
 
-/// The `packages` step: resolve, download and install what the root lacks.
+/// The `packages` steps: resolve, download and install what the root
+/// lacks.
 fn install_packages(
     ctx: &Ctx<'_>,
     id: usize,
     root: &Path,
     bootstrap: bool,
-    log: &VariantLog,
 ) -> Result<(), StepError> {
     let v = &ctx.plan.variants[id];
     let Some(job) = package_job(ctx.plan, id) else {
         return Ok(());
     };
     let name = &v.name;
-    log.line("packages", &format!("resolving against `{}`", job.suite));
-    let progress = FetchProgress::new(ctx.reporter, name);
+    ctx.check(id)?;
+    if !ctx.record(id).steps.iter().any(|s| s.step == "resolve") {
+        ctx.begin(id, "resolve");
+    }
+    ctx.line(
+        id,
+        "packages",
+        &format!("resolving against `{}`", job.suite),
+    );
+    let progress = FetchProgress::new(ctx.events, name, Some(ctx.variant_cancel[id].flag()));
     let (opened, set) = resolved(ctx, id, &progress)?;
     let (source, apt_sources) = (&opened.source, &opened.apt);
     // Over a parent, only what is not installed yet.
@@ -631,7 +904,8 @@ fn install_packages(
         .filter(|p| !installed.contains(&p.name))
         .cloned()
         .collect();
-    log.line(
+    ctx.line(
+        id,
         "packages",
         &format!(
             "{} packages to install ({} already in the parent)",
@@ -639,8 +913,9 @@ fn install_packages(
             set.packages.len() - wanted.len()
         ),
     );
-    ctx.reporter
-        .step(name, &format!("packages: downloading {}", wanted.len()));
+    ctx.check(id)?;
+    ctx.begin(id, "download");
+    progress.expect(wanted.iter().map(|p| p.size).sum());
     let subset = kiln_debian::InstallSet { packages: wanted };
     let cache = kiln_debian::PackageCache::new(
         &ctx.settings.cache_dir,
@@ -677,19 +952,21 @@ fn install_packages(
         }
         ctx.epochs.lock().expect("not poisoned")[id] = newest;
     }
+    ctx.check(id)?;
     let options = kiln_dpkg::AssembleOptions {
         arch: v.settings.arch.clone(),
         jobs: ctx.settings.jobs,
         merged_usr: true,
         source_date_epoch: Some(epoch_of(ctx, id)),
+        cancel: ctx.flag(id),
     };
     let on_event = |e: &kiln_dpkg::Event| match e {
         kiln_dpkg::Event::Step { name: step } => {
-            log.line("packages", step);
-            ctx.reporter.step(name, &format!("packages: {step}"));
+            ctx.line(id, "packages", step);
+            ctx.begin(id, step);
         }
         kiln_dpkg::Event::ScriptOutput { step, line } => {
-            log.line(&format!("packages:{step}"), line);
+            ctx.line(id, &format!("packages:{step}"), line);
         }
         kiln_dpkg::Event::Unpacked { .. } => {}
     };
@@ -703,7 +980,11 @@ fn install_packages(
     if let Some(report) = report {
         let report = report.map_err(|e| chain(&e))?;
         for (phase, took) in &report.timings {
-            log.line("packages", &format!("{phase}: {:.2}s", took.as_secs_f64()));
+            ctx.line(
+                id,
+                "packages",
+                &format!("{phase}: {:.2}s", took.as_secs_f64()),
+            );
         }
     }
     // apt's auto-installed marks, as `apt-get install` would leave them.
@@ -714,6 +995,7 @@ fn install_packages(
             .map_err(|e| chain(&e))?;
         kiln_debian::target::write_base_files(root).map_err(|e| chain(&e))?;
     }
+    ctx.end(id, true);
     Ok(())
 }
 
@@ -783,7 +1065,6 @@ fn refresh_initramfs(
     id: usize,
     root: &Path,
     before: Option<blake3::Hash>,
-    log: &VariantLog,
 ) -> Result<(), StepError> {
     let Some(before) = before else {
         return Ok(());
@@ -791,79 +1072,80 @@ fn refresh_initramfs(
     if initramfs_inputs(root) == Some(before) {
         return Ok(());
     }
-    let v = &ctx.plan.variants[id];
-    log.line(
+    ctx.begin(id, "initramfs");
+    ctx.line(
+        id,
         "initramfs",
         "the initramfs configuration changed: update-initramfs -u -k all",
     );
-    ctx.reporter.step(&v.name, "initramfs");
     run_in_image(
+        ctx,
+        id,
         root,
         "initramfs",
         &["/usr/sbin/update-initramfs", "-u", "-k", "all"],
-        epoch_of(ctx, id),
-        log,
-    )
+    )?;
+    ctx.end(id, true);
+    Ok(())
 }
 
 /// The `bootloader` step, for a variant with a disk that a PC BIOS boots:
 /// GRUB's core image made by the image's own `grub-mkimage`, where the
 /// disk writer takes it from (`kiln_formats::GRUB_MKIMAGE`).
-fn boot_loader(ctx: &Ctx<'_>, id: usize, root: &Path, log: &VariantLog) -> Result<(), StepError> {
+fn boot_loader(ctx: &Ctx<'_>, id: usize, root: &Path) -> Result<(), StepError> {
     let v = &ctx.plan.variants[id];
     if !crate::artifacts::needs_grub_core(&v.settings) {
         return Ok(());
     }
-    log.line("bootloader", kiln_formats::GRUB_MKIMAGE);
-    ctx.reporter.step(&v.name, "bootloader");
+    ctx.begin(id, "bootloader");
+    ctx.line(id, "bootloader", kiln_formats::GRUB_MKIMAGE);
     let script = format!(
         "mkdir -p /boot/grub/i386-pc && {}",
         kiln_formats::GRUB_MKIMAGE
     );
-    run_in_image(
-        root,
-        "bootloader",
-        &["/bin/sh", "-c", &script],
-        epoch_of(ctx, id),
-        log,
-    )
+    run_in_image(ctx, id, root, "bootloader", &["/bin/sh", "-c", &script])?;
+    ctx.end(id, true);
+    Ok(())
 }
 
 /// Runs `argv` in the image's root (its own tools, `SOURCE_DATE_EPOCH`
-/// set), each output line logged under `step`.
+/// set), each output line logged under `step`; killed when the variant
+/// is cancelled.
 fn run_in_image(
+    ctx: &Ctx<'_>,
+    id: usize,
     root: &Path,
     step: &str,
     argv: &[&str],
-    epoch: i64,
-    log: &VariantLog,
 ) -> Result<(), StepError> {
-    let epoch = epoch.to_string();
+    let epoch = epoch_of(ctx, id).to_string();
     let env = [("SOURCE_DATE_EPOCH", epoch.as_str())];
+    let cancel = ctx.flag(id);
     kiln_dpkg::sandbox::run(
         root,
         argv,
-        &kiln_dpkg::sandbox::RunOptions::new(step).env(&env),
-        &mut |line| log.line(step, line),
+        &kiln_dpkg::sandbox::RunOptions::new(step)
+            .env(&env)
+            .cancel(&cancel),
+        &mut |line| ctx.line(id, step, line),
     )
     .map_err(|e| StepError::build(chain(&e)))
 }
 
 /// The `remove` step: the root's own `dpkg --purge`, which refuses to
 /// remove what other installed packages still need.
-fn remove_packages(
-    names: &[String],
-    root: &Path,
-    epoch: i64,
-    log: &VariantLog,
-) -> Result<(), StepError> {
+fn remove_packages(ctx: &Ctx<'_>, id: usize, root: &Path) -> Result<(), StepError> {
+    let names = &ctx.plan.variants[id].settings.remove;
     if names.is_empty() {
         return Ok(());
     }
+    ctx.begin(id, "remove");
     let mut argv = vec!["/usr/bin/dpkg", "--purge"];
     argv.extend(names.iter().map(String::as_str));
-    log.line("remove", &format!("purging {}", names.join(" ")));
-    run_in_image(root, "remove", &argv, epoch, log)
+    ctx.line(id, "remove", &format!("purging {}", names.join(" ")));
+    run_in_image(ctx, id, root, "remove", &argv)?;
+    ctx.end(id, true);
+    Ok(())
 }
 
 fn failure_text(f: Failure) -> StepError {
@@ -871,10 +1153,7 @@ fn failure_text(f: Failure) -> StepError {
         Failure::Build(t) => (t, false),
         Failure::Config(t) => (t, true),
     };
-    StepError {
-        text: text.trim_end().trim_start_matches("error: ").to_string(),
-        config,
-    }
+    StepError { text, config }
 }
 
 /// Names of the packages a root's dpkg database lists as installed (none
@@ -908,6 +1187,10 @@ fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
     if dest.is_dir() && fs::read_to_string(&marker).is_ok_and(|m| m.trim() == v.digest.to_hex()) {
         return Ok(());
     }
+    if ctx.variant_cancel[id].is_cancelled() {
+        return Err("cancelled".to_owned());
+    }
+    ctx.begin(id, "output:dir");
     let mut ids = lower_chain(ctx.plan, id);
     ids.push(id);
     let (_in_use, stack) = stack_of(ctx, &ids)?;
@@ -942,6 +1225,7 @@ fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
     fs::rename(&staged, &dest).map_err(|e| e.to_string())?;
     let _ = fs::remove_dir_all(&previous);
     fs::write(&marker, v.digest.to_hex()).map_err(|e| e.to_string())?;
+    ctx.end(id, true);
     Ok(())
 }
 
@@ -1000,8 +1284,9 @@ fn outputs(ctx: &Ctx<'_>, id: usize) -> Result<(), StepError> {
         out_dir: &ctx.settings.out_dir,
         blocks_dir: &ctx.settings.cache_dir.join("blocks"),
         previous,
+        cancel: ctx.variant_cancel[id].flag(),
     };
-    let step = |what: &str| ctx.reporter.step(&v.name, what);
+    let step = |what: &str| ctx.begin(id, what);
     let artifacts = crate::artifacts::write_all(&job, &step).map_err(|e| StepError {
         text: e.text,
         config: e.config,

@@ -35,6 +35,8 @@ pub struct Job<'a> {
     pub tree_root: &'a Path,
     /// The variant's entry in the previous manifest (for revisions).
     pub previous: Option<&'a VariantEntry>,
+    /// Set when the build must stop.
+    pub cancel: &'a std::sync::atomic::AtomicBool,
 }
 
 /// Why an output could not be written: `config` when its options are wrong.
@@ -267,7 +269,8 @@ fn oci_options(
 }
 
 /// Writes (or reuses from the store) every artifact of the job's variant
-/// and copies it into the output folder; `step` names what is being done.
+/// and copies it into the output folder; `step` is told when each
+/// `output:<format>` begins.
 pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry>, OutputError> {
     let v = job.variant;
     let build = |text: String| OutputError {
@@ -298,6 +301,7 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
         }
     }
     for (ext, spec) in specs {
+        step(&format!("output:{ext}"));
         let identity = format!("{} epoch={}", spec.identity(), job.epoch);
         let name_of = |revision: u32| format!("{}-r{revision}.{ext}", v.name);
         let dir = job.out_dir.join(&v.name);
@@ -306,7 +310,7 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
         let found = job
             .store
             .artifact(&job.key, &identity)
-            .map_err(|e| build(crate::build::chain(&e)))?
+            .map_err(|e| build(crate::error::chain(&e)))?
             .filter(|stored| {
                 let revision = manifest::revision(job.previous, ext, &stored.meta.sha256);
                 (same_copy(&stored.path, &dir.join(name_of(revision)))
@@ -316,11 +320,10 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
         let stored = match found {
             Some(stored) => stored,
             None => {
-                step(&format!("writing {ext}"));
                 let scratch = job
                     .store
                     .artifact_scratch()
-                    .map_err(|e| build(crate::build::chain(&e)))?;
+                    .map_err(|e| build(crate::error::chain(&e)))?;
                 let file = format!("{}.{ext}", v.name);
                 let written = scratch.join(&file);
                 let input = kiln_formats::Input {
@@ -330,13 +333,14 @@ pub fn write_all(job: &Job<'_>, step: &dyn Fn(&str)) -> Result<Vec<ArtifactEntry
                     threads: job.threads,
                     cache_dir: Some(job.blocks_dir),
                     seed: &job.key.0,
+                    cancel: Some(job.cancel),
                 };
                 let result = kiln_formats::write_artifact(&spec, &input, &written)
-                    .map_err(|e| build(format!("writing {ext}: {}", crate::build::chain(&e))))
+                    .map_err(|e| build(format!("writing {ext}: {}", crate::error::chain(&e))))
                     .and_then(|()| {
                         job.store
                             .put_artifact(&job.key, &identity, &file, &written)
-                            .map_err(|e| build(crate::build::chain(&e)))
+                            .map_err(|e| build(crate::error::chain(&e)))
                     });
                 let _ = fs::remove_dir_all(&scratch);
                 result?

@@ -15,7 +15,7 @@ use kiln_debian::{LockFile, TreeLock};
 use kiln_plan::{InputDigest, Plan};
 use kiln_store::InputKey;
 
-use crate::build::{package_job, request_id};
+use crate::debian::{package_job, request_id};
 
 const DOMAIN: &str = "kiln layer key v2";
 

@@ -9,13 +9,21 @@ use kiln_debian::{
     Architecture, BaseSet, DebianSource, DistributionSource, InstallSet, PackageRequest,
     RepositoryOptions, ResolveRequest, RetryPolicy, TreeLock,
 };
-use kiln_plan::{Plan, Selection, Variant};
+use kiln_plan::{Plan, Variant};
 
-use crate::cli::{FetchArgs, LockArgs};
-use crate::plan::load_plan;
-use crate::progress::Reporter;
-use crate::report::Style;
-use crate::{Failure, Outcome};
+use crate::error::{Error, chain};
+use crate::events::{Event, EventSink};
+use crate::{BuildOptions, LockedVariant, Workspace};
+
+/// How a step failed inside the library: the text, and whether the
+/// configuration caused it.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Not the configuration's fault.
+    Build(String),
+    /// The configuration's fault.
+    Config(String),
+}
 
 /// The name of the lock file at the tree root.
 pub const LOCK_FILE: &str = "kiln.lock";
@@ -35,20 +43,15 @@ pub struct BuildSettings {
 }
 
 impl BuildSettings {
-    pub fn resolve(
-        tree: &kiln_config::Tree,
-        fetch: &FetchArgs,
-        locked: bool,
-        jobs: usize,
-    ) -> Result<Self, Failure> {
+    pub fn new(ws: &Workspace, options: &BuildOptions) -> Result<Self, Error> {
         Ok(Self {
-            cache_dir: cache_dir(fetch.cache_dir.as_deref(), Some(tree))?,
-            out_dir: tree.root.join(&tree.output.dir),
-            lock_path: tree.root.join(LOCK_FILE),
-            offline: fetch.offline,
-            locked,
-            jobs: jobs.max(1),
-            epoch: epoch_override(tree)?,
+            cache_dir: ws.require_cache_dir()?.to_path_buf(),
+            out_dir: ws.out_dir(),
+            lock_path: ws.tree().root.join(LOCK_FILE),
+            offline: options.offline,
+            locked: options.locked,
+            jobs: options.jobs.max(1),
+            epoch: ws.epoch(),
         })
     }
 }
@@ -57,54 +60,21 @@ impl BuildSettings {
 /// (an empty value counts as unset), else the tree's `[output] epoch`.
 /// A value that is not a whole number of seconds since 1970 is an error,
 /// as the reproducible-builds specification asks, not a fallback.
-pub fn epoch_override(tree: &kiln_config::Tree) -> Result<Option<i64>, Failure> {
+pub fn epoch_override(tree: &kiln_config::Tree) -> Result<Option<i64>, Error> {
     match std::env::var_os("SOURCE_DATE_EPOCH") {
         Some(value) if !value.is_empty() => {
             let text = value.to_string_lossy();
             match text.parse::<i64>() {
                 Ok(secs) if secs >= 0 => Ok(Some(secs)),
-                _ => Err(Failure::Config(format!(
-                    "error: `SOURCE_DATE_EPOCH` is `{text}`, not a number of seconds since 1970-01-01 00:00:00 UTC\n  help: set it to a whole number such as `$(git log -1 --format=%ct)`, or unset it to date each image by its newest package\n"
-                ))),
+                _ => Err(Error::Config {
+                    message: format!(
+                        "`SOURCE_DATE_EPOCH` is `{text}`, not a number of seconds since 1970-01-01 00:00:00 UTC\n  help: set it to a whole number such as `$(git log -1 --format=%ct)`, or unset it to date each image by its newest package"
+                    ),
+                }),
             }
         }
         _ => Ok(tree.output.epoch),
     }
-}
-
-pub fn cache_dir(
-    flag: Option<&std::path::Path>,
-    tree: Option<&kiln_config::Tree>,
-) -> Result<PathBuf, Failure> {
-    if let Some(d) = flag {
-        return Ok(d.to_path_buf());
-    }
-    if let Some(d) = tree.and_then(|t| t.cache_dir.as_ref().map(|c| t.root.join(c))) {
-        return Ok(d);
-    }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Ok(PathBuf::from(x).join("kiln"));
-    }
-    match std::env::var_os("HOME").filter(|x| !x.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".cache/kiln")),
-        None => Err(Failure::Config(
-            "error: failed to choose a package cache: neither `--cache-dir`, `[cache] dir`, XDG_CACHE_HOME nor HOME is set\n".into(),
-        )),
-    }
-}
-
-pub fn selection(args: &crate::cli::SelectArgs) -> Selection {
-    Selection {
-        only: args.only.clone(),
-        skip: args.skip.clone(),
-    }
-}
-
-/// Whether `--only`/`--skip` name this variant itself (not only as an
-/// ancestor of a selected one).
-pub fn selected(v: &Variant, args: &crate::cli::SelectArgs) -> bool {
-    let is = |w: &String| v.image == *w || v.holds(w);
-    (args.only.is_empty() || args.only.iter().any(is)) && !args.skip.iter().any(is)
 }
 
 /// A failure of the resolver that the user's configuration caused.
@@ -123,19 +93,8 @@ fn is_request_error(e: &kiln_debian::Error) -> bool {
     )
 }
 
-/// Text of an error and its causes.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!("\n  caused by: {c}"));
-        cur = c.source();
-    }
-    s
-}
-
 fn debian_failure(variant: &str, e: &kiln_debian::Error) -> Failure {
-    let text = format!("error: {variant}: {}\n", chain(e));
+    let text = format!("{variant}: {}", chain(e));
     if is_request_error(e) {
         Failure::Config(text)
     } else {
@@ -238,35 +197,85 @@ pub fn implied_packages(settings: &kiln_config::ImageSettings) -> Vec<String> {
     out
 }
 
-/// Progress events from kiln-debian that a user should see: retries.
+/// kiln-debian's progress as build events: retries as notices, each
+/// package ready as a download event with the bytes so far.
 pub struct FetchProgress<'a> {
-    reporter: &'a Reporter,
+    events: &'a dyn EventSink,
     variant: &'a str,
+    cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Bytes of the packages being downloaded, and bytes ready so far
+    /// (locked while an event is sent, so the counts only grow).
+    total: std::sync::atomic::AtomicU64,
+    done: std::sync::Mutex<u64>,
 }
 
 impl<'a> FetchProgress<'a> {
-    pub fn new(reporter: &'a Reporter, variant: &'a str) -> Self {
-        Self { reporter, variant }
+    pub fn new(
+        events: &'a dyn EventSink,
+        variant: &'a str,
+        cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Self {
+            events,
+            variant,
+            cancel,
+            total: 0.into(),
+            done: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Starts a batch of `total` bytes.
+    pub fn expect(&self, total: u64) {
+        use std::sync::atomic::Ordering;
+        self.total.store(total, Ordering::SeqCst);
+        *self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = 0;
     }
 }
 
 impl kiln_debian::Progress for FetchProgress<'_> {
     fn event(&self, event: &kiln_debian::Event<'_>) {
-        if let kiln_debian::Event::Retrying {
-            url,
-            attempt,
-            delay,
-            error,
-        } = event
-        {
-            self.reporter.step(
-                self.variant,
-                &format!(
+        use std::sync::atomic::Ordering;
+        match event {
+            kiln_debian::Event::Retrying {
+                url,
+                attempt,
+                delay,
+                error,
+            } => self.events.event(&Event::Notice {
+                variant: self.variant.to_owned(),
+                text: format!(
                     "retrying {url} in {:.1}s (attempt {attempt} failed: {error})",
                     delay.as_secs_f64()
                 ),
-            );
+            }),
+            kiln_debian::Event::PackageReady {
+                name, size, cached, ..
+            } => {
+                let mut done = self
+                    .done
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *done += size;
+                let done = *done;
+                self.events.event(&Event::Download {
+                    variant: self.variant.to_owned(),
+                    package: (*name).to_owned(),
+                    bytes: *size,
+                    cached: *cached,
+                    done_bytes: done,
+                    total_bytes: self.total.load(Ordering::SeqCst).max(done),
+                });
+            }
+            _ => {}
         }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 
@@ -303,12 +312,12 @@ pub fn open_source(
     )
     .map_err(|e| {
         Failure::Build(format!(
-            "error: {name}: failed to copy a keyring to the cache: {e}\n"
+            "{name}: failed to copy a keyring to the cache: {e}"
         ))
     })?;
     if sources.is_empty() {
         return Err(Failure::Config(format!(
-            "error: {name}: no package source for suite `{}`\n",
+            "{name}: no package source for suite `{}`",
             b.suite
         )));
     }
@@ -333,7 +342,7 @@ pub fn resolve(
     source: &DebianSource,
     lock: &mut TreeLock,
     settings: &BuildSettings,
-    reporter: &Reporter,
+    events: &dyn EventSink,
 ) -> Result<InstallSet, Failure> {
     let name = &b.variant.name;
     let request = request_id(b);
@@ -343,16 +352,19 @@ pub fn resolve(
             Ok(set) => return Ok(set),
             Err(e) if settings.locked => {
                 return Err(Failure::Build(format!(
-                    "error: {name}: `{}` does not fit the configuration: {}\n  help: run `kiln lock` to update it\n",
+                    "{name}: `{}` does not fit the configuration: {}\n  help: run `kiln lock` to update it",
                     LOCK_FILE,
                     chain(&e)
                 )));
             }
-            Err(e) => reporter.step(name, &format!("lock no longer fits ({e}); resolving again")),
+            Err(e) => events.event(&Event::Notice {
+                variant: name.clone(),
+                text: format!("lock no longer fits ({e}); resolving again"),
+            }),
         }
     } else if settings.locked {
         return Err(Failure::Build(format!(
-            "error: {name}: `{LOCK_FILE}` has no entry for this variant's present configuration\n  help: run `kiln lock` to update it\n"
+            "{name}: `{LOCK_FILE}` has no entry for this variant's present configuration\n  help: run `kiln lock` to update it"
         )));
     }
     let set = source
@@ -396,32 +408,56 @@ pub fn read_lock(lock_path: &Path) -> Result<TreeLock, kiln_debian::Error> {
     }
 }
 
-pub fn run_lock(args: &LockArgs, style: Style) -> Outcome {
-    let (tree, plan) = load_plan(&args.dir, &selection(&args.select), style)?;
-    let settings = BuildSettings::resolve(&tree, &args.fetch, false, 1)?;
-    let reporter = Reporter::new();
-    let mut lock = read_lock(&settings.lock_path)
-        .map_err(|e| Failure::Config(format!("error: {}\n", chain(&e))))?;
-    let mut out = String::new();
-    for b in (0..plan.variants.len()).filter_map(|i| package_job(&plan, i)) {
-        let progress = FetchProgress::new(&reporter, &b.variant.name);
-        let (source, _) = open_source(&b, &tree, &settings, &progress)?;
+/// `kiln lock`: every variant's packages resolved afresh, `kiln.lock`
+/// written.
+pub fn lock(
+    ws: &Workspace,
+    plan: &Plan,
+    offline: bool,
+    events: &dyn EventSink,
+) -> Result<Vec<LockedVariant>, Error> {
+    let options = BuildOptions {
+        offline,
+        ..BuildOptions::default()
+    };
+    let settings = BuildSettings::new(ws, &options)?;
+    let tree = ws.tree();
+    let mut lock = read_lock(&settings.lock_path).map_err(|source| Error::Lock {
+        source,
+        write: false,
+    })?;
+    let mut out = Vec::new();
+    let variant_error = |name: &str, f: Failure| {
+        let (text, config) = match f {
+            Failure::Build(t) => (t, false),
+            Failure::Config(t) => (t, true),
+        };
+        Error::Variant {
+            variant: name.to_owned(),
+            message: text,
+            config,
+        }
+    };
+    for b in (0..plan.variants.len()).filter_map(|i| package_job(plan, i)) {
+        let name = &b.variant.name;
+        let progress = FetchProgress::new(events, name, None);
+        let (source, _) =
+            open_source(&b, tree, &settings, &progress).map_err(|f| variant_error(name, f))?;
         let set = source
             .resolve(&b.request)
-            .map_err(|e| debian_failure(&b.variant.name, &e))?;
-        out.push_str(&format!(
-            "{}: {} packages\n",
-            b.variant.name,
-            set.packages.len()
-        ));
-        lock.variants.insert(
-            b.variant.name.clone(),
-            kiln_debian::LockFile::from_install_set(&set),
-        );
-        lock.requests.insert(b.variant.name.clone(), request_id(&b));
+            .map_err(|e| variant_error(name, debian_failure(name, &e)))?;
+        out.push(LockedVariant {
+            name: name.clone(),
+            packages: set.packages.len(),
+        });
+        lock.variants
+            .insert(name.clone(), kiln_debian::LockFile::from_install_set(&set));
+        lock.requests.insert(name.clone(), request_id(&b));
     }
     lock.write(&settings.lock_path)
-        .map_err(|e| Failure::Build(format!("error: {}\n", chain(&e))))?;
-    out.push_str(&format!("wrote {}\n", settings.lock_path.display()));
+        .map_err(|source| Error::Lock {
+            source,
+            write: true,
+        })?;
     Ok(out)
 }
