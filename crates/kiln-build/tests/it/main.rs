@@ -80,6 +80,17 @@ fn assert_store_sound(cache: &Path) {
     assert!(problems.is_empty(), "store problems: {problems:?}");
 }
 
+/// What [`check_sequence`] tracks of one variant.
+#[derive(Default)]
+struct Seen {
+    started: usize,
+    finished: usize,
+    open: Option<String>,
+    done_bytes: u64,
+    total_bytes: u64,
+    bytes: u64,
+}
+
 /// The event stream follows its rules: plan first, build last; every
 /// started variant finishes exactly once, after it started; a variant's
 /// steps come in start/finish pairs, one at a time, inside its start and
@@ -93,16 +104,7 @@ fn check_sequence(events: &[Event]) {
         matches!(events.last(), Some(Event::BuildFinished { .. })),
         "build_finished comes last"
     );
-    #[derive(Default)]
-    struct V {
-        started: usize,
-        finished: usize,
-        open: Option<String>,
-        done_bytes: u64,
-        total_bytes: u64,
-        bytes: u64,
-    }
-    let mut vs: BTreeMap<String, V> = BTreeMap::new();
+    let mut vs: BTreeMap<String, Seen> = BTreeMap::new();
     for e in events {
         match e {
             Event::VariantStarted { variant } => {

@@ -364,51 +364,6 @@ fn sigkill_during_download_unpack_and_configure_leaves_nothing_untrusted() {
     }
 }
 
-#[test]
-fn ctrl_c_stops_the_build_and_leaves_nothing_behind() {
-    use std::io::{BufRead, BufReader};
-    if skip_end_to_end() {
-        return;
-    }
-    let t = tree("from = \"debian:bookworm\"\nvariant = \"essential\"\n");
-    let cache = cache_of(&t);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["build", ".", "--cache-dir"])
-        .arg(&cache)
-        .current_dir(t.path())
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("kiln starts");
-    let stderr = child.stderr.take().expect("piped");
-    for line in BufReader::new(stderr).lines() {
-        if line.expect("utf-8").contains("configure") {
-            break;
-        }
-    }
-    // What a terminal's Ctrl-C sends.
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let ended = child.wait().expect("waits");
-    assert_eq!(ended.code(), Some(130), "exit code 130 after SIGINT");
-    let out: Vec<_> = std::fs::read_dir(t.path().join("out"))
-        .map(|r| r.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(
-        out.iter()
-            .all(|n| !n.to_string_lossy().starts_with(".kiln-stage")),
-        "no staging folder: {out:?}"
-    );
-    assert!(!t.path().join("out/img/rootfs").exists());
-    assert_no_mount_under(t.path());
-    // The next build starts clean and finishes.
-    let run = build(&t, &[]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-}
-
 /// A tmpfs mounted for a test, unmounted when dropped (even on failure).
 struct Tmpfs(std::path::PathBuf);
 

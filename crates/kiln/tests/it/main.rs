@@ -10,6 +10,7 @@ mod init;
 mod layers;
 mod outputs;
 mod plan;
+mod progress;
 mod repository;
 mod sandbox;
 mod tree_files;
