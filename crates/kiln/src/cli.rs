@@ -88,6 +88,25 @@ pub enum Command {
     #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     Build(BuildArgs),
 
+    /// Run the build service: webhooks in, builds, commit statuses out.
+    ///
+    /// Listens (default 127.0.0.1:8470) for signed push webhooks from GitHub
+    /// (`POST /hooks/github`) or Gitea/Forgejo (`POST /hooks/gitea`), records
+    /// each push to a tracked branch as a job in SQLite before answering 202,
+    /// builds it with the same engine as `kiln build` against one shared
+    /// layer store (only what changed is rebuilt), and reports a commit
+    /// status. Jobs, logs, live events (SSE) and artifacts are served at
+    /// `/api/jobs`, `/api/jobs/ID/log`, `/api/jobs/ID/events`, `/artifacts/`.
+    /// SIGTERM drains: nothing new starts; running builds are cancelled and
+    /// run again at the next start (`shutdown = "cancel"`) or finished
+    /// (`"wait"`).
+    ///
+    /// Examples:
+    ///   kiln serve --config /etc/kiln/serve.toml
+    ///   kiln serve token create ci --config serve.toml   a token for the write API
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
+    Serve(ServeArgs),
+
     /// Resolve every bootstrap variant's packages again and rewrite `kiln.lock`.
     ///
     /// Fetches the current package indexes (verified), resolves each
@@ -317,6 +336,36 @@ pub enum Progress {
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     kiln_config::schema::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration such as `90s`, `45m` or `1h30m`"))
+}
+
+/// `kiln serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service's configuration (see the README's `kiln serve`).
+    #[arg(long, value_name = "FILE", default_value = "serve.toml", global = true)]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
+}
+
+/// `kiln serve ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `kiln serve token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for the write API; it is printed once, only its hash
+    /// is stored.
+    Create {
+        /// What the token is for (`ci`, `alice`).
+        name: String,
+    },
 }
 
 /// `kiln lock`.

@@ -11,6 +11,7 @@ mod inspect;
 mod plan;
 mod progress;
 mod report;
+mod serve_cmd;
 mod store_cmd;
 mod userns;
 
@@ -87,6 +88,7 @@ fn main() -> ExitCode {
         cli::Command::Plan(args) => plan::run(args, style),
         cli::Command::Build(args) => build_cmd::run_build(args, style, &cancel),
         cli::Command::Lock(args) => build_cmd::run_lock(args, style),
+        cli::Command::Serve(args) => serve_cmd::run(args),
         cli::Command::Store(cmd) => store_cmd::run(cmd, style),
         cli::Command::Init(args) => init::run(args),
         cli::Command::Inspect(args) => inspect::run(args, style),

@@ -1,0 +1,583 @@
+//! The HTTP side: webhooks, the JSON API, the SSE event stream, metrics
+//! and artifacts. Every error answers with its status and
+//! `{"error": "..."}`; [`ApiError`] is the one place errors become HTTP.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tower::ServiceExt as _;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use sha2::Digest as _;
+
+use crate::db::{Filter, NewJob};
+use crate::hooks::{self, Decision, Source};
+use crate::runner::Shared;
+
+/// Webhook bodies larger than this are refused (413).
+pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+/// An HTTP error: its status and message.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+fn not_found(what: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("{what} does not exist"))
+}
+
+/// Runs blocking database work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// The hash an API token is stored under.
+#[must_use]
+pub fn token_hash(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+async fn authorize(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<()> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this needs `Authorization: Bearer <token>` (`kiln serve token create NAME`)"
+                    .into(),
+            )
+        })?;
+    let hash = token_hash(token);
+    let s = Arc::clone(shared);
+    if blocking(move || s.db.has_token(&hash)).await?? {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))
+    }
+}
+
+async fn read_access(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<()> {
+    if shared.config.public {
+        Ok(())
+    } else {
+        authorize(shared, headers).await
+    }
+}
+
+/// The router.
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/hooks/github", post(hook_github))
+        .route("/hooks/gitea", post(hook_gitea))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/status", get(status))
+        .route("/api/jobs", get(list_jobs).post(create_job))
+        .route("/api/jobs/{id}", get(get_job))
+        .route("/api/jobs/{id}/log", get(job_log))
+        .route("/api/jobs/{id}/events", get(job_events))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/retry", post(retry_job))
+        .route("/artifacts/{*path}", get(artifact))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(shared)
+}
+
+async fn hook_github(s: State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> Result<Response> {
+    hook(s, h, body, Source::Github).await
+}
+
+async fn hook_gitea(s: State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> Result<Response> {
+    hook(s, h, body, Source::Gitea).await
+}
+
+async fn hook(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+    source: Source,
+) -> Result<Response> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (event, signature, delivery) = match source {
+        Source::Github => (
+            header("x-github-event"),
+            header("x-hub-signature-256"),
+            header("x-github-delivery"),
+        ),
+        Source::Gitea => (
+            header("x-gitea-event"),
+            header("x-gitea-signature"),
+            header("x-gitea-delivery"),
+        ),
+    };
+    let s = Arc::clone(&shared);
+    let decision = blocking(move || {
+        hooks::decide(
+            &s.config,
+            source,
+            event.as_deref(),
+            signature.as_deref(),
+            &body,
+        )
+    })
+    .await?;
+    let (job, reason) = match decision {
+        Decision::Unauthorized(why) => {
+            shared.count_delivery("unauthorized");
+            return Err(ApiError(StatusCode::UNAUTHORIZED, why.into()));
+        }
+        Decision::BadRequest(why) => {
+            shared.count_delivery("bad_request");
+            return Err(ApiError(StatusCode::BAD_REQUEST, why));
+        }
+        Decision::Pong => {
+            shared.count_delivery("ping");
+            return Ok(Json(serde_json::json!({ "ok": true })).into_response());
+        }
+        Decision::Ignored(reason) => (None, reason),
+        Decision::Job(job) => {
+            let reason = if job.state == "skipped" {
+                job.reason.clone()
+            } else {
+                String::new()
+            };
+            (Some(job), reason)
+        }
+    };
+    let s = Arc::clone(&shared);
+    let result = if job.is_some() { "job" } else { "ignored" };
+    let (id, new) =
+        blocking(move || s.db.deliver(delivery.as_deref(), job.as_ref(), result)).await??;
+    shared.count_delivery(match (id, new) {
+        (_, false) => "duplicate",
+        (Some(_), true) => "job",
+        (None, true) => "ignored",
+    });
+    if id.is_some() && new {
+        shared.kick();
+    }
+    let mut body = serde_json::json!({ "job": id, "duplicate": !new });
+    if !reason.is_empty() {
+        body["reason"] = reason.into();
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    repo: Option<String>,
+    branch: Option<String>,
+    state: Option<String>,
+    sha: Option<String>,
+    page: Option<usize>,
+}
+
+async fn list_jobs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<JobsQuery>,
+) -> Result<Response> {
+    read_access(&shared, &headers).await?;
+    if let Some(state) = &q.state
+        && !crate::db::STATES.contains(&state.as_str())
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown state `{state}` (states: {})",
+                crate::db::STATES.join(", ")
+            ),
+        ));
+    }
+    let filter = Filter {
+        repo: q.repo,
+        branch: q.branch,
+        state: q.state,
+        sha: q.sha,
+        page: q.page.unwrap_or(1).max(1),
+    };
+    let s = Arc::clone(&shared);
+    let jobs = blocking(move || s.db.jobs(&filter)).await??;
+    Ok(Json(serde_json::json!({ "jobs": jobs })).into_response())
+}
+
+fn parse_id(id: &str) -> Result<i64> {
+    id.parse()
+        .map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("job `{id}` does not exist")))
+}
+
+async fn get_job(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    read_access(&shared, &headers).await?;
+    let id = parse_id(&id)?;
+    let s = Arc::clone(&shared);
+    let job = blocking(move || s.db.job(id))
+        .await??
+        .ok_or_else(|| not_found(format!("job {id}")))?;
+    Ok(Json(job).into_response())
+}
+
+async fn job_log(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    read_access(&shared, &headers).await?;
+    let id = parse_id(&id)?;
+    let s = Arc::clone(&shared);
+    if blocking(move || s.db.job(id)).await??.is_none() {
+        return Err(not_found(format!("job {id}")));
+    }
+    let text = tokio::fs::read_to_string(shared.job_dir(id).join("log.txt"))
+        .await
+        .unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// The job's events as Server-Sent Events: the backlog, then live events,
+/// then `end`. Each event's id is its position in the job's stream, so a
+/// client that reconnects with `Last-Event-ID` gets only what it missed.
+async fn job_events(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    read_access(&shared, &headers).await?;
+    let id = parse_id(&id)?;
+    let s = Arc::clone(&shared);
+    if blocking(move || s.db.job(id)).await??.is_none() {
+        return Err(not_found(format!("job {id}")));
+    }
+    let start: usize = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<SseEvent, Infallible>>(256);
+    tokio::spawn(async move {
+        let mut next = start;
+        let send = |n: usize, data: String| SseEvent::default().id(n.to_string()).data(data);
+        loop {
+            let live = shared
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&id)
+                .cloned();
+            if let Some(live) = live {
+                let notified = live.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let (batch, done) = {
+                    let events = live
+                        .events
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (
+                        events
+                            .get(next..)
+                            .map(<[String]>::to_vec)
+                            .unwrap_or_default(),
+                        live.done.load(Ordering::SeqCst),
+                    )
+                };
+                let empty = batch.is_empty();
+                for e in batch {
+                    next += 1;
+                    if tx.send(Ok(send(next, e))).await.is_err() {
+                        return;
+                    }
+                }
+                if done {
+                    break;
+                }
+                if empty {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
+                }
+                continue;
+            }
+            let s = Arc::clone(&shared);
+            let Ok(Ok(Some(job))) = tokio::task::spawn_blocking(move || s.db.job(id)).await else {
+                break;
+            };
+            if job.state == "queued" || job.state == "running" {
+                // Not started yet (or between the claim and the first
+                // event): look again.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let text = tokio::fs::read_to_string(shared.job_dir(id).join("events.jsonl"))
+                .await
+                .unwrap_or_default();
+            for line in text.lines().skip(next) {
+                next += 1;
+                if tx.send(Ok(send(next, line.to_owned()))).await.is_err() {
+                    return;
+                }
+            }
+            break;
+        }
+        let _ = tx
+            .send(Ok(SseEvent::default().event("end").data("{}")))
+            .await;
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct CreateJob {
+    repo: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+async fn create_job(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    authorize(&shared, &headers).await?;
+    let req: CreateJob = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"repo\", \"ref\"}}: {e}"),
+        )
+    })?;
+    let repo = shared
+        .config
+        .repo(&req.repo)
+        .ok_or_else(|| not_found(format!("repository `{}`", req.repo)))?
+        .clone();
+    let branch = req.git_ref.trim_start_matches("refs/heads/").to_owned();
+    let url = repo.url.clone();
+    let wanted = branch.clone();
+    let sha = blocking(move || {
+        let out = std::process::Command::new("git")
+            .args(["ls-remote", &url, &format!("refs/heads/{wanted}")])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .map(str::to_owned)
+    })
+    .await?
+    .ok_or_else(|| not_found(format!("branch `{branch}` of `{}`", repo.name)))?;
+    let job = NewJob {
+        repo: repo.name.clone(),
+        branch,
+        sha,
+        state: "queued",
+        message: "manual build".into(),
+        ..NewJob::default()
+    };
+    let s = Arc::clone(&shared);
+    let (id, _) = blocking(move || s.db.deliver(None, Some(&job), "manual")).await??;
+    shared.kick();
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
+}
+
+async fn cancel_job(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    authorize(&shared, &headers).await?;
+    let id = parse_id(&id)?;
+    let s = Arc::clone(&shared);
+    let job = blocking(move || s.db.job(id))
+        .await??
+        .ok_or_else(|| not_found(format!("job {id}")))?;
+    let running = shared
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&id)
+        .cloned();
+    if let Some(token) = running {
+        token.cancel_with("cancelled by a user");
+    } else {
+        let s = Arc::clone(&shared);
+        if !blocking(move || s.db.cancel_queued(id)).await?? {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("job {id} is {}, not queued or running", job.state),
+            ));
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
+}
+
+async fn retry_job(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    authorize(&shared, &headers).await?;
+    let id = parse_id(&id)?;
+    let s = Arc::clone(&shared);
+    let job = blocking(move || s.db.job(id))
+        .await??
+        .ok_or_else(|| not_found(format!("job {id}")))?;
+    let new = NewJob {
+        repo: job.repo,
+        branch: job.branch,
+        sha: job.sha,
+        full_name: job.full_name,
+        message: job.message,
+        author: job.author,
+        state: "queued",
+        reason: format!("retry of job {id}"),
+        skip: job.skip,
+    };
+    let s = Arc::clone(&shared);
+    let (new_id, _) = blocking(move || s.db.deliver(None, Some(&new), "retry")).await??;
+    shared.kick();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "job": new_id })),
+    )
+        .into_response())
+}
+
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response> {
+    read_access(&shared, &headers).await?;
+    let s = Arc::clone(&shared);
+    let counts = blocking(move || s.db.counts()).await??;
+    let queued = counts
+        .iter()
+        .find(|(s, _)| s == "queued")
+        .map_or(0, |c| c.1);
+    Ok(Json(serde_json::json!({
+        "workers": shared.config.workers,
+        "busy": shared.busy.load(Ordering::SeqCst),
+        "queued": queued,
+        "draining": shared.draining.load(Ordering::SeqCst),
+        "jobs": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+    .into_response())
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response> {
+    let s = Arc::clone(&shared);
+    let (counts, durations) =
+        blocking(move || Ok::<_, crate::Error>((s.db.counts()?, s.db.durations()?))).await??;
+    let mut out = String::from("# HELP kiln_jobs Jobs by state.\n# TYPE kiln_jobs gauge\n");
+    for state in crate::db::STATES {
+        let n = counts.iter().find(|(s, _)| s == state).map_or(0, |c| c.1);
+        out.push_str(&format!("kiln_jobs{{state=\"{state}\"}} {n}\n"));
+    }
+    let queued = counts
+        .iter()
+        .find(|(s, _)| s == "queued")
+        .map_or(0, |c| c.1);
+    out.push_str(&format!("# HELP kiln_queue_depth Jobs waiting for a worker.\n# TYPE kiln_queue_depth gauge\nkiln_queue_depth {queued}\n"));
+    out.push_str("# HELP kiln_build_duration_seconds Build durations.\n# TYPE kiln_build_duration_seconds histogram\n");
+    let mut sum = 0;
+    for le in [10, 30, 60, 300, 900, 1800, 3600] {
+        let n = durations.iter().filter(|d| **d <= le).count();
+        out.push_str(&format!(
+            "kiln_build_duration_seconds_bucket{{le=\"{le}\"}} {n}\n"
+        ));
+    }
+    for d in &durations {
+        sum += d;
+    }
+    out.push_str(&format!(
+        "kiln_build_duration_seconds_bucket{{le=\"+Inf\"}} {}\nkiln_build_duration_seconds_sum {sum}\nkiln_build_duration_seconds_count {}\n",
+        durations.len(),
+        durations.len()
+    ));
+    out.push_str("# HELP kiln_webhook_deliveries_total Webhook deliveries by result.\n# TYPE kiln_webhook_deliveries_total counter\n");
+    let deliveries = shared
+        .deliveries
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut deliveries: Vec<_> = deliveries.into_iter().collect();
+    deliveries.sort_unstable();
+    for (result, n) in deliveries {
+        out.push_str(&format!(
+            "kiln_webhook_deliveries_total{{result=\"{result}\"}} {n}\n"
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// `/artifacts/{repo}/{job}/{variant}/{file}`, or
+/// `/artifacts/{repo}/{branch}/latest/{variant}/{file}` for the newest
+/// successful job of a branch; range requests are answered.
+async fn artifact(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+    request: Request,
+) -> Result<Response> {
+    read_access(&shared, &headers).await?;
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.starts_with('.'))
+    {
+        return Err(not_found(format!("artifact `{path}`")));
+    }
+    let base = shared.config.data_dir.join("artifacts");
+    let file = match parts.as_slice() {
+        [repo, branch @ .., "latest", variant, name] if !branch.is_empty() => base
+            .join(repo)
+            .join("branches")
+            .join(branch.join("%2F"))
+            .join(variant)
+            .join(name),
+        [repo, job, variant, name] if job.bytes().all(|b| b.is_ascii_digit()) => {
+            base.join(repo).join(job).join(variant).join(name)
+        }
+        _ => return Err(not_found(format!("artifact `{path}`"))),
+    };
+    if !file.is_file() {
+        return Err(not_found(format!("artifact `{path}`")));
+    }
+    let response = tower_http::services::ServeFile::new(file)
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(response.into_response())
+}
