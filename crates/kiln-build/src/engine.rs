@@ -32,7 +32,7 @@ use crate::debian::{
     BuildSettings, Failure, FetchProgress, open_source, package_job, read_lock, resolve,
 };
 use crate::error::{Error, chain};
-use crate::events::{Event, EventSink, PlannedVariant, VariantStatus};
+use crate::events::{Counts, Event, EventSink, PlannedVariant, VariantStatus};
 use crate::manifest::{Manifest, VariantEntry};
 use crate::{BuildOptions, BuildReport, CancelToken, StepTiming, VariantReport, Workspace};
 
@@ -330,7 +330,6 @@ pub(crate) fn build(
     let keys = keys
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut counts = [0usize; 5];
     let variants: Vec<VariantReport> = plan
         .variants
         .iter()
@@ -345,13 +344,6 @@ pub(crate) fn build(
                     reason: cancel.reason().unwrap_or_else(|| "cancelled".to_owned()),
                 },
             };
-            counts[match status {
-                VariantStatus::Built { .. } => 0,
-                VariantStatus::Cached => 1,
-                VariantStatus::Failed { .. } => 2,
-                VariantStatus::Skipped { .. } => 3,
-                VariantStatus::Cancelled { .. } => 4,
-            }] += 1;
             let record = records[i]
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -370,12 +362,13 @@ pub(crate) fn build(
         })
         .collect();
     let seconds = started.elapsed().as_secs_f64();
+    let counts = Counts::of(variants.iter().map(|v| &v.status));
     events.event(&Event::BuildFinished {
-        built: counts[0],
-        cached: counts[1],
-        failed: counts[2],
-        skipped: counts[3],
-        cancelled: counts[4],
+        built: counts.built,
+        cached: counts.cached,
+        failed: counts.failed,
+        skipped: counts.skipped,
+        cancelled: counts.cancelled,
         seconds,
     });
     Ok(BuildReport {

@@ -10,6 +10,38 @@ use serde::Serialize;
 /// The version of the event schema `--progress=json` writes (`"v"`).
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// How many variants ended in each status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Built.
+    pub built: usize,
+    /// Their layer was in the store.
+    pub cached: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Skipped because a parent did not build.
+    pub skipped: usize,
+    /// Stopped by cancellation or a time limit.
+    pub cancelled: usize,
+}
+
+impl Counts {
+    /// Counts `statuses`.
+    pub fn of<'a>(statuses: impl IntoIterator<Item = &'a VariantStatus>) -> Self {
+        let mut c = Counts::default();
+        for s in statuses {
+            *match s {
+                VariantStatus::Built { .. } => &mut c.built,
+                VariantStatus::Cached => &mut c.cached,
+                VariantStatus::Failed { .. } => &mut c.failed,
+                VariantStatus::Skipped { .. } => &mut c.skipped,
+                VariantStatus::Cancelled { .. } => &mut c.cancelled,
+            } += 1;
+        }
+        c
+    }
+}
+
 /// One thing that happened in a build.
 ///
 /// Serialized (for `--progress=json`) with its name in `"event"`, fields

@@ -46,7 +46,9 @@ use kiln_plan::{Plan, Selection, Variant};
 pub use cancel::CancelToken;
 pub use debian::LOCK_FILE;
 pub use error::{Error, chain};
-pub use events::{Discard, Event, EventSink, PlannedVariant, SCHEMA_VERSION, VariantStatus};
+pub use events::{
+    Counts, Discard, Event, EventSink, PlannedVariant, SCHEMA_VERSION, VariantStatus,
+};
 pub use manifest::{ArtifactEntry, MANIFEST_FILE, Manifest, VariantEntry};
 pub use staging::remove_live;
 
@@ -156,6 +158,12 @@ pub struct BuildReport {
 }
 
 impl BuildReport {
+    /// How many variants ended in each status.
+    #[must_use]
+    pub fn counts(&self) -> Counts {
+        Counts::of(self.variants.iter().map(|v| &v.status))
+    }
+
     /// Whether every variant was built or cached.
     #[must_use]
     pub fn succeeded(&self) -> bool {

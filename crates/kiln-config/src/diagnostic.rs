@@ -94,13 +94,19 @@ impl SourceMap {
     /// Line and column (both 1-based, column in characters) of a byte offset.
     #[must_use]
     pub fn line_col(&self, id: FileId, offset: usize) -> (usize, usize) {
-        let text = &self.get(id).text;
-        let offset = offset.min(text.len());
-        let before = &text[..floor_char_boundary(text, offset)];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, col)
+        line_col(&self.get(id).text, offset)
     }
+}
+
+/// Line and column (both 1-based, column in characters) of byte `offset`
+/// in `text`; for files that are not part of a tree (`serve.toml`).
+#[must_use]
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {

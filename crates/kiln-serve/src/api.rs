@@ -232,9 +232,12 @@ async fn list_jobs(
     Ok(Json(serde_json::json!({ "jobs": jobs })).into_response())
 }
 
-fn parse_id(id: &str) -> Result<i64> {
-    id.parse()
-        .map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("job `{id}` does not exist")))
+/// Job `id` of a request path, or 404.
+async fn find_job(shared: &Arc<Shared>, id: &str) -> Result<crate::db::Job> {
+    let missing = || ApiError(StatusCode::NOT_FOUND, format!("job `{id}` does not exist"));
+    let n: i64 = id.parse().map_err(|_| missing())?;
+    let s = Arc::clone(shared);
+    blocking(move || s.db.job(n)).await??.ok_or_else(missing)
 }
 
 async fn get_job(
@@ -243,11 +246,7 @@ async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Response> {
     read_access(&shared, &headers).await?;
-    let id = parse_id(&id)?;
-    let s = Arc::clone(&shared);
-    let job = blocking(move || s.db.job(id))
-        .await??
-        .ok_or_else(|| not_found(format!("job {id}")))?;
+    let job = find_job(&shared, &id).await?;
     Ok(Json(job).into_response())
 }
 
@@ -257,11 +256,7 @@ async fn job_log(
     Path(id): Path<String>,
 ) -> Result<Response> {
     read_access(&shared, &headers).await?;
-    let id = parse_id(&id)?;
-    let s = Arc::clone(&shared);
-    if blocking(move || s.db.job(id)).await??.is_none() {
-        return Err(not_found(format!("job {id}")));
-    }
+    let id = find_job(&shared, &id).await?.id;
     let text = tokio::fs::read_to_string(shared.job_dir(id).join("log.txt"))
         .await
         .unwrap_or_default();
@@ -277,11 +272,7 @@ async fn job_events(
     Path(id): Path<String>,
 ) -> Result<Response> {
     read_access(&shared, &headers).await?;
-    let id = parse_id(&id)?;
-    let s = Arc::clone(&shared);
-    if blocking(move || s.db.job(id)).await??.is_none() {
-        return Err(not_found(format!("job {id}")));
-    }
+    let id = find_job(&shared, &id).await?.id;
     let start: usize = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -421,11 +412,8 @@ async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Response> {
     authorize(&shared, &headers).await?;
-    let id = parse_id(&id)?;
-    let s = Arc::clone(&shared);
-    let job = blocking(move || s.db.job(id))
-        .await??
-        .ok_or_else(|| not_found(format!("job {id}")))?;
+    let job = find_job(&shared, &id).await?;
+    let id = job.id;
     let running = shared
         .running
         .lock()
@@ -452,11 +440,8 @@ async fn retry_job(
     Path(id): Path<String>,
 ) -> Result<Response> {
     authorize(&shared, &headers).await?;
-    let id = parse_id(&id)?;
-    let s = Arc::clone(&shared);
-    let job = blocking(move || s.db.job(id))
-        .await??
-        .ok_or_else(|| not_found(format!("job {id}")))?;
+    let job = find_job(&shared, &id).await?;
+    let id = job.id;
     let new = NewJob {
         repo: job.repo,
         branch: job.branch,

@@ -128,14 +128,6 @@ struct RawForge {
     token_file: Spanned<String>,
 }
 
-/// `line:column` (1-based) of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
 impl Config {
     /// Reads and checks `path`; relative paths in it start at its folder.
     pub fn load(path: &Path) -> Result<Self, Error> {
@@ -145,7 +137,7 @@ impl Config {
             error,
         })?;
         let at = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_col(&text, span.start);
+            let (line, column) = kiln_config::diagnostic::line_col(&text, span.start);
             Error::Config {
                 file: path.to_owned(),
                 line,

@@ -436,15 +436,7 @@ fn build(
     // Keep the artifacts: hard links into the job's folder.
     let keep = shared.artifacts_dir(&job.repo, job.id);
     let mut variants = Vec::new();
-    let mut counts = [0usize; 5];
     for v in &report.variants {
-        counts[match v.status {
-            VariantStatus::Built { .. } => 0,
-            VariantStatus::Cached => 1,
-            VariantStatus::Failed { .. } => 2,
-            VariantStatus::Skipped { .. } => 3,
-            VariantStatus::Cancelled { .. } => 4,
-        }] += 1;
         let mut artifacts = Vec::new();
         for a in &v.artifacts {
             let from = report.out_dir.join(&a.path);
@@ -477,10 +469,13 @@ fn build(
             "artifacts": artifacts,
         }));
     }
-    let counts_text = format!(
-        "{} built, {} cached, {} failed",
-        counts[0], counts[1], counts[2]
-    );
+    let counts_text = {
+        let c = report.counts();
+        format!(
+            "{} built, {} cached, {} failed",
+            c.built, c.cached, c.failed
+        )
+    };
     let result = serde_json::json!({
         "counts": counts_text,
         "seconds": report.seconds,
