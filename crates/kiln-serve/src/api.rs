@@ -10,6 +10,7 @@ use tower::ServiceExt as _;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -106,15 +107,52 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/api/jobs/{id}/retry", post(retry_job))
         .route("/artifacts/{*path}", get(artifact))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(shared)
 }
 
-async fn hook_github(s: State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> Result<Response> {
-    hook(s, h, body, Source::Github).await
+/// A body whose `Content-Length` is over [`BODY_LIMIT`] is refused before
+/// a byte of it is read (a client that sent `Expect: 100-continue` never
+/// sends it); a body without a length is cut off at the limit by the
+/// extractors.
+async fn refuse_oversized(request: Request, next: axum::middleware::Next) -> Response {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) if n > BODY_LIMIT as u64 => ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is {n} bytes; the limit is {} MiB",
+                BODY_LIMIT >> 20
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
-async fn hook_gitea(s: State<Arc<Shared>>, h: HeaderMap, body: Bytes) -> Result<Response> {
-    hook(s, h, body, Source::Gitea).await
+/// The body, or the extractor's refusal (413 over the limit) as JSON.
+fn body_of(body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> {
+    body.map_err(|r| ApiError(r.status(), r.body_text()))
+}
+
+async fn hook_github(
+    s: State<Arc<Shared>>,
+    h: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    hook(s, h, body_of(body)?, Source::Github).await
+}
+
+async fn hook_gitea(
+    s: State<Arc<Shared>>,
+    h: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    hook(s, h, body_of(body)?, Source::Gitea).await
 }
 
 async fn hook(

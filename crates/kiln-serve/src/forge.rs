@@ -71,6 +71,12 @@ pub fn post(
         ForgeKind::Github => format!("Bearer {}", forge.token),
         ForgeKind::Gitea => format!("token {}", forge.token),
     };
+    // GitHub's media type and API version; Gitea and Forgejo speak JSON.
+    let accept = match forge.kind {
+        ForgeKind::Github => "application/vnd.github+json",
+        ForgeKind::Gitea => "application/json",
+    };
+    let kind = forge.kind;
     let context = context.to_owned();
     let handle = std::thread::spawn(move || {
         // A forge that hangs costs each attempt at most this long.
@@ -78,30 +84,40 @@ pub fn post(
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
+        let note = |line: String| {
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&log) {
+                let _ = writeln!(f, "{line}");
+            }
+        };
         let mut pause = FIRST_PAUSE;
-        let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
-            let sent = agent
+            let mut request = agent
                 .post(&url)
                 .header("Authorization", &auth)
-                .header("Accept", "application/vnd.github+json")
+                .header("Accept", accept)
                 .header("Content-Type", "application/json")
-                .header("User-Agent", "kiln")
-                .send(body.as_bytes());
-            match sent {
-                Ok(_) => return,
-                Err(e) => last = e.to_string(),
+                .header("User-Agent", "kiln");
+            if kind == ForgeKind::Github {
+                request = request.header("X-GitHub-Api-Version", "2022-11-28");
             }
+            let error = match request.send(body.as_bytes()) {
+                Ok(_) => return,
+                Err(e) => e.to_string(),
+            };
             if attempt < ATTEMPTS {
+                note(format!(
+                    "commit status `{context}` ({state}): attempt {attempt} of {ATTEMPTS} to {url} failed: {error}; trying again in {:.1} s",
+                    pause.as_secs_f64(),
+                    state = state.name(),
+                ));
                 std::thread::sleep(pause);
                 pause *= 2;
+            } else {
+                note(format!(
+                    "commit status `{context}` ({state}) could not be sent to {url} after {ATTEMPTS} attempts: {error}",
+                    state = state.name(),
+                ));
             }
-        }
-        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&log) {
-            let _ = writeln!(
-                f,
-                "commit status `{context}` could not be sent to {url} after {ATTEMPTS} attempts: {last}"
-            );
         }
     });
     Some(handle)

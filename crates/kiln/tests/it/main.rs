@@ -13,6 +13,7 @@ mod plan;
 mod progress;
 mod repository;
 mod sandbox;
+mod serve;
 mod tree_files;
 
 use std::path::{Path, PathBuf};
