@@ -524,6 +524,7 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
         std::thread::sleep(Duration::from_millis(50));
     }
     server.kill();
+    let mut stderrs = vec![server.stderr()];
     assert_eq!(
         sqlite(
             &setup.data().join("kiln.db"),
@@ -718,11 +719,59 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     let stored = sqlite(&setup.data().join("kiln.db"), "SELECT hash FROM tokens");
     assert!(!stored.contains(&token) && !stored.is_empty(), "{stored}");
 
+    // SIGTERM during a build (`shutdown = "cancel"`): its script is
+    // stopped, the job is marked interrupted, the server exits 0; the next
+    // start runs the job again.
+    write(
+        &work.join("app/image.toml"),
+        &format!("{}run = [{{ inline = \"sleep 4\" }}]\n", app("v3")),
+    );
+    git(&work, &["commit", "-q", "-am", "app: v3, slowly"]);
+    git(&work, &["push", "-q", remote, "main"]);
+    let id4 = id + 1;
+    wait_for(&server, id4, &["running"], Duration::from_secs(30));
+    let events = setup.data().join(format!("jobs/{id4}/events.jsonl"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"provision:")) {
+        assert!(
+            Instant::now() < deadline,
+            "job {id4} never reached its run step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopping = Instant::now();
+    assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "the script was not waited for"
+    );
+    stderrs.push(server.stderr());
+    assert_eq!(
+        sqlite(
+            &setup.data().join("kiln.db"),
+            &format!("SELECT state FROM jobs WHERE id = {id4}")
+        ),
+        "interrupted"
+    );
+    let mut server = Server::start(&setup.config);
+    let job4 = wait_for(
+        &server,
+        id4,
+        &["succeeded", "failed"],
+        Duration::from_secs(300),
+    );
+    assert_eq!(job4["state"], "succeeded", "{job4:#}");
+    assert_eq!(job4["attempts"], 2);
+
     // SIGTERM: exit 0.
     assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
+    stderrs.push(server.stderr());
 
     // No secret, forge token or API token in any log.
-    let mut written = vec![("server stderr".to_owned(), server.stderr())];
+    let mut written: Vec<_> = stderrs
+        .into_iter()
+        .map(|s| ("server stderr".to_owned(), s))
+        .collect();
     for entry in std::fs::read_dir(setup.data().join("jobs")).expect("jobs") {
         let dir = entry.expect("entry").path();
         for file in ["log.txt", "events.jsonl"] {
