@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 rounds=${1:-5}
-cargo build --release -q -p kiln -p kiln-serve --example webhook_load
+cargo build --release -q -p kiln
+cargo build --release -q -p kiln-serve --example webhook_load
 target=${CARGO_TARGET_DIR:-$PWD/target}/release
 kiln=$target/kiln
 load=$target/examples/webhook_load

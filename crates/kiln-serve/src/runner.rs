@@ -496,18 +496,39 @@ fn build(
     (state, reason, Some(result))
 }
 
-/// `artifacts/{repo}/branches/{branch}` → the job's folder, switched
-/// atomically (a new link renamed over the old).
-fn point_latest(shared: &Shared, job: &Job) {
-    let dir = shared
+/// `artifacts/{repo}/branches/{branch}`: the link to the branch's newest
+/// successful job.
+fn latest_link(shared: &Shared, repo: &str, branch: &str) -> PathBuf {
+    shared
         .config
         .data_dir
         .join("artifacts")
-        .join(&job.repo)
-        .join("branches");
-    let link = dir.join(job.branch.replace('/', "%2F"));
+        .join(repo)
+        .join("branches")
+        .join(branch.replace('/', "%2F"))
+}
+
+/// The job the branch's `latest` link points at.
+fn latest_of(shared: &Shared, repo: &str, branch: &str) -> Option<i64> {
+    std::fs::read_link(latest_link(shared, repo, branch))
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+/// `artifacts/{repo}/branches/{branch}` → the job's folder, switched
+/// atomically (a new link renamed over the old), unless it points at a
+/// newer job already (with several workers, an older job can end last).
+fn point_latest(shared: &Shared, job: &Job) {
+    if latest_of(shared, &job.repo, &job.branch).is_some_and(|id| id > job.id) {
+        return;
+    }
+    let link = latest_link(shared, &job.repo, &job.branch);
+    let Some(dir) = link.parent() else { return };
     let tmp = dir.join(format!(".{}.{}", job.id, std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::create_dir_all(dir);
     let _ = std::fs::remove_file(&tmp);
     if std::os::unix::fs::symlink(format!("../{}", job.id), &tmp).is_ok() {
         let _ = std::fs::rename(&tmp, &link);
@@ -515,13 +536,14 @@ fn point_latest(shared: &Shared, job: &Job) {
 }
 
 /// Removes the artifacts of the branch's jobs beyond `keep_jobs` (their
-/// history stays).
+/// history stays), never those `latest` points at.
 fn prune(shared: &Shared, job: &Job) {
+    let latest = latest_of(shared, &job.repo, &job.branch);
     if let Ok(old) = shared
         .db
         .beyond(&job.repo, &job.branch, shared.config.keep_jobs)
     {
-        for id in old {
+        for id in old.into_iter().filter(|id| Some(*id) != latest) {
             let _ = std::fs::remove_dir_all(shared.artifacts_dir(&job.repo, id));
         }
     }

@@ -486,7 +486,7 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     }
     let forge = ForgeStub::start();
     let port = free_port();
-    let setup = Setup::new(port, Some(&forge), "");
+    let setup = Setup::new(port, Some(&forge), "keep_jobs = 2");
     let mut server = Server::start(&setup.config);
     setup.install_hook(&server);
 
@@ -762,6 +762,30 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     );
     assert_eq!(job4["state"], "succeeded", "{job4:#}");
     assert_eq!(job4["attempts"], 2);
+
+    // Retention: the two newest finished jobs keep their artifacts, older
+    // ones lose theirs but stay in the history; `latest` is job 4.
+    let artifacts = setup.data().join("artifacts/images");
+    assert!(!artifacts.join("1").exists() && !artifacts.join("2").exists());
+    assert!(
+        artifacts
+            .join(id4.to_string())
+            .join("app")
+            .join(name)
+            .is_file()
+    );
+    assert_eq!(
+        get(&server.url(&format!("/artifacts/images/2/app/{name}"))).0,
+        404
+    );
+    assert_eq!(get_json(&server.url("/api/jobs/1"))["state"], "succeeded");
+    let (_, latest) = get(&server.url(&format!("/artifacts/images/main/latest/app/{name}")));
+    assert_eq!(
+        sha256_hex(&latest),
+        variant(&job4, "app")["artifacts"][0]["sha256"]
+            .as_str()
+            .expect("sha256")
+    );
 
     // SIGTERM: exit 0.
     assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
