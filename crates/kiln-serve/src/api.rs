@@ -452,6 +452,17 @@ async fn cancel_job(
     authorize(&shared, &headers).await?;
     let job = find_job(&shared, &id).await?;
     let id = job.id;
+    let conflict = || {
+        ApiError(
+            StatusCode::CONFLICT,
+            format!("job {id} is {}, not queued or running", job.state),
+        )
+    };
+    // A job that has ended stays ended, even while its worker still sends
+    // its last statuses.
+    if job.state != "queued" && job.state != "running" {
+        return Err(conflict());
+    }
     let running = shared
         .running
         .lock()
@@ -463,10 +474,7 @@ async fn cancel_job(
     } else {
         let s = Arc::clone(&shared);
         if !blocking(move || s.db.cancel_queued(id)).await?? {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!("job {id} is {}, not queued or running", job.state),
-            ));
+            return Err(conflict());
         }
     }
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
@@ -480,6 +488,12 @@ async fn retry_job(
     authorize(&shared, &headers).await?;
     let job = find_job(&shared, &id).await?;
     let id = job.id;
+    if job.state == "queued" || job.state == "running" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("job {id} is {}; retry it once it has ended", job.state),
+        ));
+    }
     let new = NewJob {
         repo: job.repo,
         branch: job.branch,

@@ -339,6 +339,41 @@ fn wait_for(server: &Server, id: i64, states: &[&str], limit: Duration) -> serde
     }
 }
 
+/// Waits until job `id` has ended (succeeded or failed); the job.
+fn wait_end(server: &Server, id: i64) -> serde_json::Value {
+    wait_for(
+        server,
+        id,
+        &["succeeded", "failed"],
+        Duration::from_secs(900),
+    )
+}
+
+/// `latest`'s app artifact is `job`'s.
+fn assert_latest_is(server: &Server, name: &str, job: &serde_json::Value) {
+    let (status, latest) = get(&server.url(&format!("/artifacts/images/main/latest/app/{name}")));
+    assert_eq!(status, 200);
+    assert_eq!(
+        sha256_hex(&latest),
+        variant(job, "app")["artifacts"][0]["sha256"]
+            .as_str()
+            .expect("sha256")
+    );
+}
+
+/// Waits until job `id` has started a `run` step.
+fn wait_for_run_step(setup: &Setup, id: i64) {
+    let events = setup.data().join(format!("jobs/{id}/events.jsonl"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"provision:")) {
+        assert!(
+            Instant::now() < deadline,
+            "job {id} never reached its run step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, text).expect("write");
@@ -509,6 +544,16 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     git(&work, &["commit", "-q", "-m", "Base and app"]);
     let bare = setup.bare();
     let remote = bare.to_str().expect("utf-8");
+    // Commits and pushes the app at `version` with a `run` script; its sha.
+    let push_app = |version: &str, script: &str, message: &str| {
+        write(
+            &work.join("app/image.toml"),
+            &format!("{}run = [{{ inline = \"{script}\" }}]\n", app(version)),
+        );
+        git(&work, &["commit", "-q", "-am", message]);
+        git(&work, &["push", "-q", remote, "main"]);
+        git(&work, &["rev-parse", "HEAD"]).trim().to_owned()
+    };
     let pushed = git(&work, &["push", "-q", remote, "main"]);
     assert!(pushed.contains("kiln: main:"), "the hook reports: {pushed}");
     assert!(pushed.contains("(HTTP 202)"), "the hook reports: {pushed}");
@@ -552,19 +597,9 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     let events_url = server.url("/api/jobs/2/events");
     let stream = std::thread::spawn(move || sse(&events_url, None));
 
-    let job1 = wait_for(
-        &server,
-        1,
-        &["succeeded", "failed"],
-        Duration::from_secs(900),
-    );
+    let job1 = wait_end(&server, 1);
     assert_eq!(job1["state"], "succeeded", "{job1:#}");
-    let job2 = wait_for(
-        &server,
-        2,
-        &["succeeded", "failed"],
-        Duration::from_secs(600),
-    );
+    let job2 = wait_end(&server, 2);
     assert_eq!(job2["state"], "succeeded", "{job2:#}");
 
     // Only the child was built again.
@@ -693,12 +728,7 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     );
     assert_eq!(status, 202, "{answer}");
     let id = answer["job"].as_i64().expect("job id");
-    let job3 = wait_for(
-        &server,
-        id,
-        &["succeeded", "failed"],
-        Duration::from_secs(300),
-    );
+    let job3 = wait_end(&server, id);
     assert_eq!(
         job3["result"]["counts"], "0 built, 2 cached, 0 failed",
         "{job3:#}"
@@ -722,28 +752,15 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     // SIGTERM during a build (`shutdown = "cancel"`): its script is
     // stopped, the job is marked interrupted, the server exits 0; the next
     // start runs the job again.
-    write(
-        &work.join("app/image.toml"),
-        &format!("{}run = [{{ inline = \"sleep 4\" }}]\n", app("v3")),
-    );
-    git(&work, &["commit", "-q", "-am", "app: v3, slowly"]);
-    git(&work, &["push", "-q", remote, "main"]);
+    push_app("v3", "sleep 10", "app: v3, slowly");
     let id4 = id + 1;
     wait_for(&server, id4, &["running"], Duration::from_secs(30));
-    let events = setup.data().join(format!("jobs/{id4}/events.jsonl"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"provision:")) {
-        assert!(
-            Instant::now() < deadline,
-            "job {id4} never reached its run step"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_run_step(&setup, id4);
     let stopping = Instant::now();
     assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
     assert!(
-        stopping.elapsed() < Duration::from_secs(4),
-        "the script was not waited for"
+        stopping.elapsed() < Duration::from_secs(8),
+        "the script was stopped, not waited for"
     );
     stderrs.push(server.stderr());
     assert_eq!(
@@ -754,12 +771,7 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
         "interrupted"
     );
     let mut server = Server::start(&setup.config);
-    let job4 = wait_for(
-        &server,
-        id4,
-        &["succeeded", "failed"],
-        Duration::from_secs(300),
-    );
+    let job4 = wait_end(&server, id4);
     assert_eq!(job4["state"], "succeeded", "{job4:#}");
     assert_eq!(job4["attempts"], 2);
 
@@ -779,12 +791,88 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
         404
     );
     assert_eq!(get_json(&server.url("/api/jobs/1"))["state"], "succeeded");
-    let (_, latest) = get(&server.url(&format!("/artifacts/images/main/latest/app/{name}")));
+    assert_latest_is(&server, name, &job4);
+
+    // Retry (with the token): a new job of the same commit, all cached.
+    let retry = |id: i64| {
+        post(
+            &server.url(&format!("/api/jobs/{id}/retry")),
+            &[("Authorization", &auth)],
+            b"",
+        )
+    };
+    assert_eq!(retry(id4).0, 202);
+    let id5 = id4 + 1;
+    let job5 = wait_end(&server, id5);
+    assert_eq!(job5["sha"], job4["sha"]);
     assert_eq!(
-        sha256_hex(&latest),
-        variant(&job4, "app")["artifacts"][0]["sha256"]
-            .as_str()
-            .expect("sha256")
+        job5["result"]["counts"], "0 built, 2 cached, 0 failed",
+        "{job5:#}"
+    );
+    assert_eq!(retry(999).0, 404);
+
+    // A failing child: the job fails, statuses `failure` for `kiln` (with
+    // the counts) and for `kiln/app`.
+    let sha6 = push_app("v5", "exit 3", "app: broken");
+    let id6 = id5 + 1;
+    let job6 = wait_end(&server, id6);
+    assert_eq!(job6["state"], "failed", "{job6:#}");
+    assert_eq!(variant(&job6, "app")["status"]["status"], "failed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failure = |context: &str| {
+        forge
+            .statuses(&sha6)
+            .into_iter()
+            .find(|s| s.body["context"] == context && s.body["state"] == "failure")
+    };
+    while (failure("kiln").is_none() || failure("kiln/app").is_none()) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kiln_status = failure("kiln").expect("a `kiln` failure status");
+    assert_eq!(
+        kiln_status.body["description"],
+        "0 built, 1 cached, 1 failed"
+    );
+    assert!(failure("kiln/app").is_some(), "{:?}", forge.statuses(&sha6));
+    assert_eq!(retry(id6).0, 202, "a failed job can be retried");
+    let id7 = id6 + 1;
+    assert_eq!(wait_end(&server, id7)["state"], "failed");
+    // `latest` stays at the last success.
+    assert_latest_is(&server, name, &job5);
+
+    // Cancel a running build: its script is stopped, the job is
+    // `cancelled`, the status `error`; cancelling it again is a conflict.
+    let sha8 = push_app("v8", "sleep 120", "app: slow");
+    let id8 = id7 + 1;
+    wait_for(&server, id8, &["running"], Duration::from_secs(30));
+    assert_eq!(retry(id8).0, 409, "a running job is not retried");
+    wait_for_run_step(&setup, id8);
+    let cancel_url = server.url(&format!("/api/jobs/{id8}/cancel"));
+    assert_eq!(post(&cancel_url, &[], b"").0, 401);
+    assert_eq!(post(&cancel_url, &[("Authorization", &auth)], b"").0, 202);
+    let job8 = wait_for(
+        &server,
+        id8,
+        &["cancelled", "succeeded", "failed"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(job8["state"], "cancelled", "{job8:#}");
+    assert_eq!(post(&cancel_url, &[("Authorization", &auth)], b"").0, 409);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while forge
+        .statuses(&sha8)
+        .last()
+        .is_none_or(|s| s.body["state"] != "error")
+    {
+        assert!(Instant::now() < deadline, "{:?}", forge.statuses(&sha8));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = get_json(&server.url("/api/status"));
+    assert!(status.is_object(), "{status}");
+    assert_eq!(
+        String::from_utf8_lossy(&get(&server.url("/healthz")).1),
+        "ok\n"
     );
 
     // SIGTERM: exit 0.
