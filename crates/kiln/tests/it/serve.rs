@@ -196,6 +196,21 @@ impl ForgeStub {
     }
 }
 
+impl ForgeStub {
+    /// Waits until the last status sent for `sha` is `state`.
+    fn wait_for_last(&self, sha: &str, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .statuses(sha)
+            .last()
+            .is_none_or(|s| s.body["state"] != state)
+        {
+            assert!(Instant::now() < deadline, "{:?}", self.statuses(sha));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for ForgeStub {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -859,21 +874,53 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     );
     assert_eq!(job8["state"], "cancelled", "{job8:#}");
     assert_eq!(post(&cancel_url, &[("Authorization", &auth)], b"").0, 409);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while forge
-        .statuses(&sha8)
-        .last()
-        .is_none_or(|s| s.body["state"] != "error")
-    {
-        assert!(Instant::now() < deadline, "{:?}", forge.statuses(&sha8));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    forge.wait_for_last(&sha8, "error");
     let status = get_json(&server.url("/api/status"));
     assert!(status.is_object(), "{status}");
     assert_eq!(
         String::from_utf8_lossy(&get(&server.url("/healthz")).1),
         "ok\n"
     );
+
+    // `shutdown = "wait"`: SIGTERM lets the running build finish, then
+    // the server exits 0.
+    assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
+    stderrs.push(server.stderr());
+    let toml = std::fs::read_to_string(&setup.config).expect("read");
+    let configure = |line: &str| {
+        std::fs::write(
+            &setup.config,
+            toml.replace("keep_jobs = 2", &format!("keep_jobs = 2\n{line}")),
+        )
+        .expect("write");
+    };
+    configure("shutdown = \"wait\"");
+    let mut server = Server::start(&setup.config);
+    push_app("v9", "sleep 3", "app: waited for");
+    let id9 = id8 + 1;
+    wait_for(&server, id9, &["running"], Duration::from_secs(30));
+    wait_for_run_step(&setup, id9);
+    assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
+    stderrs.push(server.stderr());
+    let db = setup.data().join("kiln.db");
+    assert_eq!(
+        sqlite(&db, &format!("SELECT state FROM jobs WHERE id = {id9}")),
+        "succeeded"
+    );
+
+    // `timeout`: a build over it is stopped, `timed-out`, status `error`.
+    configure("timeout = \"2s\"");
+    let mut server = Server::start(&setup.config);
+    let sha10 = push_app("v10", "sleep 60", "app: too slow");
+    let id10 = id9 + 1;
+    let job10 = wait_for(
+        &server,
+        id10,
+        &["timed-out", "succeeded", "failed"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(job10["state"], "timed-out", "{job10:#}");
+    forge.wait_for_last(&sha10, "error");
 
     // SIGTERM: exit 0.
     assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
