@@ -363,7 +363,7 @@ async fn job_events(
             let Ok(Ok(Some(job))) = tokio::task::spawn_blocking(move || s.db.job(id)).await else {
                 break;
             };
-            if job.state == "queued" || job.state == "running" {
+            if job.is_active() {
                 // Not started yet (or between the claim and the first
                 // event): look again.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -460,7 +460,7 @@ async fn cancel_job(
     };
     // A job that has ended stays ended, even while its worker still sends
     // its last statuses.
-    if job.state != "queued" && job.state != "running" {
+    if !job.is_active() {
         return Err(conflict());
     }
     let running = shared
@@ -488,23 +488,13 @@ async fn retry_job(
     authorize(&shared, &headers).await?;
     let job = find_job(&shared, &id).await?;
     let id = job.id;
-    if job.state == "queued" || job.state == "running" {
+    if job.is_active() {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("job {id} is {}; retry it once it has ended", job.state),
         ));
     }
-    let new = NewJob {
-        repo: job.repo,
-        branch: job.branch,
-        sha: job.sha,
-        full_name: job.full_name,
-        message: job.message,
-        author: job.author,
-        state: "queued",
-        reason: format!("retry of job {id}"),
-        skip: job.skip,
-    };
+    let new = job.again(format!("retry of job {id}"));
     let s = Arc::clone(&shared);
     let (new_id, _) = blocking(move || s.db.deliver(None, Some(&new), "retry")).await??;
     shared.kick();

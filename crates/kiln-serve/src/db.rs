@@ -89,6 +89,30 @@ pub struct Job {
     pub result: Option<serde_json::Value>,
 }
 
+impl Job {
+    /// Whether it is waiting for a worker or being built.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        self.state == "queued" || self.state == "running"
+    }
+
+    /// A new queued job of the same commit, started for `reason`.
+    #[must_use]
+    pub fn again(self, reason: String) -> NewJob {
+        NewJob {
+            repo: self.repo,
+            branch: self.branch,
+            sha: self.sha,
+            full_name: self.full_name,
+            message: self.message,
+            author: self.author,
+            state: "queued",
+            reason,
+            skip: self.skip,
+        }
+    }
+}
+
 /// A new job.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewJob {
