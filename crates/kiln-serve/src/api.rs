@@ -49,7 +49,9 @@ fn not_found(what: impl std::fmt::Display) -> ApiError {
 }
 
 /// Runs blocking database work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
@@ -61,7 +63,7 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-async fn authorize(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<()> {
+pub(crate) async fn authorize(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<()> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -83,8 +85,10 @@ async fn authorize(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<()> {
     }
 }
 
-async fn read_access(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<()> {
-    if shared.config.public {
+/// Reading needs nothing on a public server, else a token or a browser
+/// session (`/login`).
+pub(crate) async fn read_access(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<()> {
+    if shared.config.public || crate::web::session_of(shared, headers).await.is_some() {
         Ok(())
     } else {
         authorize(shared, headers).await
@@ -106,6 +110,8 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/jobs/{id}/retry", post(retry_job))
         .route("/artifacts/{*path}", get(artifact))
+        .merge(crate::web::routes())
+        .fallback(crate::web::fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(shared)
@@ -271,7 +277,7 @@ async fn list_jobs(
 }
 
 /// Job `id` of a request path, or 404.
-async fn find_job(shared: &Arc<Shared>, id: &str) -> Result<crate::db::Job> {
+pub(crate) async fn find_job(shared: &Arc<Shared>, id: &str) -> Result<crate::db::Job> {
     let missing = || ApiError(StatusCode::NOT_FOUND, format!("job `{id}` does not exist"));
     let n: i64 = id.parse().map_err(|_| missing())?;
     let s = Arc::clone(shared);
@@ -308,18 +314,28 @@ async fn job_events(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
 ) -> Result<Response> {
     read_access(&shared, &headers).await?;
     let id = find_job(&shared, &id).await?.id;
+    // A reconnecting `EventSource` sends `Last-Event-ID`; a page that
+    // rendered the first events itself asks for the rest with `?after=`.
     let start: usize = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+        .or(q.after)
         .unwrap_or(0);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<SseEvent, Infallible>>(256);
     tokio::spawn(async move {
         let mut next = start;
-        let send = |n: usize, data: String| SseEvent::default().id(n.to_string()).data(data);
+        // Browsers reconnect after a second, not the default three.
+        let send = |n: usize, data: String| {
+            SseEvent::default()
+                .id(n.to_string())
+                .retry(Duration::from_secs(1))
+                .data(data)
+        };
         loop {
             let live = shared
                 .live
@@ -391,6 +407,11 @@ async fn job_events(
 }
 
 #[derive(Deserialize)]
+struct EventsQuery {
+    after: Option<usize>,
+}
+
+#[derive(Deserialize)]
 struct CreateJob {
     repo: String,
     #[serde(rename = "ref")]
@@ -450,7 +471,13 @@ async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Response> {
     authorize(&shared, &headers).await?;
-    let job = find_job(&shared, &id).await?;
+    let id = cancel(&shared, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
+}
+
+/// Cancels job `id` (a path segment): its number, or 404 or 409.
+pub(crate) async fn cancel(shared: &Arc<Shared>, id: &str) -> Result<i64> {
+    let job = find_job(shared, id).await?;
     let id = job.id;
     let conflict = || {
         ApiError(
@@ -472,12 +499,12 @@ async fn cancel_job(
     if let Some(token) = running {
         token.cancel_with("cancelled by a user");
     } else {
-        let s = Arc::clone(&shared);
+        let s = Arc::clone(shared);
         if !blocking(move || s.db.cancel_queued(id)).await?? {
             return Err(conflict());
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
+    Ok(id)
 }
 
 async fn retry_job(
@@ -486,7 +513,18 @@ async fn retry_job(
     Path(id): Path<String>,
 ) -> Result<Response> {
     authorize(&shared, &headers).await?;
-    let job = find_job(&shared, &id).await?;
+    let new_id = retry(&shared, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "job": new_id })),
+    )
+        .into_response())
+}
+
+/// Queues job `id` (a path segment) again: the new job's number, or 404
+/// or 409.
+pub(crate) async fn retry(shared: &Arc<Shared>, id: &str) -> Result<i64> {
+    let job = find_job(shared, id).await?;
     let id = job.id;
     if job.is_active() {
         return Err(ApiError(
@@ -495,14 +533,15 @@ async fn retry_job(
         ));
     }
     let new = job.again(format!("retry of job {id}"));
-    let s = Arc::clone(&shared);
+    let s = Arc::clone(shared);
     let (new_id, _) = blocking(move || s.db.deliver(None, Some(&new), "retry")).await??;
     shared.kick();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "job": new_id })),
-    )
-        .into_response())
+    new_id.ok_or_else(|| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no job was queued".into(),
+        )
+    })
 }
 
 async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response> {

@@ -65,6 +65,9 @@ pub struct Repo {
     pub branch_patterns: Vec<String>,
     /// The kiln tree's folder inside the repository.
     pub tree: PathBuf,
+    /// The repository's web page (`https://github.com/acme/images`), for
+    /// links to commits; derived from the forge when not set.
+    pub web_url: Option<String>,
     /// The webhook secret; `None` only with `allow_unsigned`.
     pub secret: Option<Vec<u8>>,
 }
@@ -118,6 +121,7 @@ struct RawRepo {
     secret_file: Option<Spanned<String>>,
     #[serde(default)]
     allow_unsigned: bool,
+    web_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +267,10 @@ impl Config {
                 branches,
                 branch_patterns: patterns,
                 tree,
+                web_url: r
+                    .web_url
+                    .as_ref()
+                    .map(|u| u.trim_end_matches('/').to_owned()),
                 secret,
             });
         }

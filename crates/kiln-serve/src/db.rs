@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
   result TEXT NOT NULL,
   received INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sessions (
+  hash TEXT PRIMARY KEY,
+  csrf TEXT NOT NULL,
+  created INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tokens (
   name TEXT PRIMARY KEY,
   hash TEXT NOT NULL UNIQUE,
@@ -414,6 +419,62 @@ impl Db {
             c.query_row("SELECT 1 FROM tokens WHERE hash = ?1", [hash], |_| Ok(()))
                 .optional()
                 .map(|r| r.is_some())
+        })
+    }
+
+    /// Jobs that have ended, newest first.
+    pub fn ended(&self, limit: usize) -> Result<Vec<Job>, Error> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE state NOT IN ('queued', 'running')
+                 ORDER BY id DESC LIMIT ?1"
+            ))?;
+            stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], job_of)?
+                .collect()
+        })
+    }
+
+    /// Each branch of `repo` with its newest job, most recent first.
+    pub fn branches(&self, repo: &str) -> Result<Vec<Job>, Error> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE id IN
+                   (SELECT max(id) FROM jobs WHERE repo = ?1 GROUP BY branch)
+                 ORDER BY id DESC"
+            ))?;
+            stmt.query_map([repo], job_of)?.collect()
+        })
+    }
+
+    /// Stores a browser session (its hash) and its CSRF token.
+    pub fn add_session(&self, hash: &str, csrf: &str) -> Result<(), Error> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sessions (hash, csrf, created) VALUES (?1, ?2, ?3)",
+                params![hash, csrf, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The CSRF token of the session with this hash, if it exists and is
+    /// younger than `max_age` seconds.
+    pub fn session(&self, hash: &str, max_age: i64) -> Result<Option<String>, Error> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT csrf FROM sessions WHERE hash = ?1 AND created > ?2",
+                params![hash, now() - max_age],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Ends a session.
+    pub fn drop_session(&self, hash: &str) -> Result<(), Error> {
+        self.with(|c| {
+            c.execute("DELETE FROM sessions WHERE hash = ?1", [hash])
+                .map(|_| ())
         })
     }
 

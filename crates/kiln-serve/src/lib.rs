@@ -19,6 +19,7 @@ mod error;
 mod forge;
 pub mod hooks;
 mod runner;
+pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -125,7 +125,19 @@ impl JobSink {
 
 impl EventSink for JobSink {
     fn event(&self, event: &Event) {
-        let json = serde_json::to_string(event).expect("events serialize");
+        let line = line_of(event);
+        let mut value = serde_json::to_value(event).expect("events serialize");
+        if let serde_json::Value::Object(map) = &mut value {
+            let mut out = serde_json::Map::new();
+            out.insert("v".into(), kiln_build::SCHEMA_VERSION.into());
+            out.insert("at".into(), jiff::Timestamp::now().as_millisecond().into());
+            out.append(map);
+            if let Some(line) = &line {
+                out.insert("line".into(), line.as_str().into());
+            }
+            value = serde_json::Value::Object(out);
+        }
+        let json = value.to_string();
         {
             let mut events = self
                 .live
@@ -138,39 +150,46 @@ impl EventSink for JobSink {
             events.push(json);
         }
         self.live.notify.notify_waiters();
-        let text = match event {
-            Event::StepStarted { variant, step } => format!("{variant}: {step}"),
-            Event::Log {
-                variant,
-                stream,
-                text,
-            } => format!("{variant} [{stream}] {text}"),
-            Event::Notice { variant, text } => format!("{variant}: {text}"),
-            Event::VariantFinished { variant, status } => match status {
-                VariantStatus::Built { seconds } => format!("{variant}: built in {seconds:.1}s"),
-                VariantStatus::Failed { step, message, .. } => {
-                    format!("{variant}: failed in {step}: {message}")
-                }
-                VariantStatus::Cancelled { step, reason } => {
-                    format!("{variant}: {reason} in {step}")
-                }
-                VariantStatus::Skipped { reason } => format!("{variant}: skipped: {reason}"),
-                VariantStatus::Cached => format!("{variant}: cached"),
-            },
-            Event::BuildFinished {
-                built,
-                cached,
-                failed,
-                skipped,
-                cancelled,
-                seconds,
-            } => format!(
-                "{built} built, {cached} cached, {failed} failed, {skipped} skipped, {cancelled} cancelled in {seconds:.1}s"
-            ),
-            _ => return,
-        };
-        self.line(&text);
+        if let Some(line) = line {
+            self.line(&line);
+        }
     }
+}
+
+/// The log line of an event, as `log.txt`, the event's `"line"` and the
+/// web monitor show it; `None` for events that are not lines.
+fn line_of(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::StepStarted { variant, step } => format!("{variant}: {step}"),
+        Event::Log {
+            variant,
+            stream,
+            text,
+        } => format!("{variant} [{stream}] {text}"),
+        Event::Notice { variant, text } => format!("{variant}: {text}"),
+        Event::VariantFinished { variant, status } => match status {
+            VariantStatus::Built { seconds } => format!("{variant}: built in {seconds:.1}s"),
+            VariantStatus::Failed { step, message, .. } => {
+                format!("{variant}: failed in {step}: {message}")
+            }
+            VariantStatus::Cancelled { step, reason } => {
+                format!("{variant}: {reason} in {step}")
+            }
+            VariantStatus::Skipped { reason } => format!("{variant}: skipped: {reason}"),
+            VariantStatus::Cached => format!("{variant}: cached"),
+        },
+        Event::BuildFinished {
+            built,
+            cached,
+            failed,
+            skipped,
+            cancelled,
+            seconds,
+        } => format!(
+            "{built} built, {cached} cached, {failed} failed, {skipped} skipped, {cancelled} cancelled in {seconds:.1}s"
+        ),
+        _ => return None,
+    })
 }
 
 fn git(args: &[&str]) -> Result<(), String> {
@@ -461,13 +480,41 @@ fn build(
                 "url": format!("/artifacts/{}/{}/{}/{}", job.repo, job.id, v.name, a.name),
             }));
         }
-        variants.push(serde_json::json!({
+        let mut entry = serde_json::json!({
             "name": v.name,
             "status": v.status,
             "layer_key": v.layer_key,
             "steps": v.steps,
             "artifacts": artifacts,
-        }));
+        });
+        // The variant's manifest entry and SBOM, to read on its job page.
+        if let Some(m) = report
+            .manifest
+            .variants
+            .iter()
+            .find(|m| m.variant == v.name)
+        {
+            let url = |name: &str| format!("/artifacts/{}/{}/{}/{name}", job.repo, job.id, v.name);
+            let dir = keep.join(&v.name);
+            let text = serde_json::to_string_pretty(m).expect("serializable") + "\n";
+            if std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(dir.join("manifest.json"), text))
+                .is_ok()
+            {
+                entry["manifest_url"] = url("manifest.json").into();
+            }
+            if let Some(sbom) = &m.sbom {
+                let to = dir.join(format!("{}.spdx.json", v.name));
+                let _ = std::fs::remove_file(&to);
+                if std::fs::hard_link(report.out_dir.join(sbom), &to)
+                    .or_else(|_| std::fs::copy(report.out_dir.join(sbom), &to).map(|_| ()))
+                    .is_ok()
+                {
+                    entry["sbom_url"] = url(&format!("{}.spdx.json", v.name)).into();
+                }
+            }
+        }
+        variants.push(entry);
     }
     let counts_text = {
         let c = report.counts();
@@ -509,7 +556,7 @@ fn latest_link(shared: &Shared, repo: &str, branch: &str) -> PathBuf {
 }
 
 /// The job the branch's `latest` link points at.
-fn latest_of(shared: &Shared, repo: &str, branch: &str) -> Option<i64> {
+pub(crate) fn latest_of(shared: &Shared, repo: &str, branch: &str) -> Option<i64> {
     std::fs::read_link(latest_link(shared, repo, branch))
         .ok()?
         .file_name()?

@@ -8,6 +8,7 @@ mod errors;
 mod examples;
 mod init;
 mod layers;
+mod monitor;
 mod outputs;
 mod plan;
 mod progress;

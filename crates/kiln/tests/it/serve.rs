@@ -20,7 +20,7 @@ const SECRET: &str = "s3cret-webhook-key-7f1c";
 const FORGE_TOKEN: &str = "ghp_forgetoken0123456789abcdef";
 
 /// A free loopback port (so a restarted server keeps its address).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -29,14 +29,14 @@ fn free_port() -> u16 {
 
 /// `kiln serve --config CONFIG`, in a process group of its own that is
 /// killed when this is dropped (also when a test fails).
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
-    fn start(config: &Path) -> Self {
+    pub(crate) fn start(config: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .arg("serve")
             .arg("--config")
@@ -76,11 +76,11 @@ impl Server {
         server
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().expect("lock").clone()
     }
 
@@ -91,7 +91,7 @@ impl Server {
     }
 
     /// SIGKILL to the server and every build process it started.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.signal_group("-KILL");
         let _ = self.child.wait();
     }
@@ -131,7 +131,7 @@ struct Recorded {
 
 /// The forge's status API: records every request; the first `success`
 /// status it gets is answered 500, so kiln has to try again.
-struct ForgeStub {
+pub(crate) struct ForgeStub {
     addr: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
     failures: Arc<Mutex<u32>>,
@@ -139,7 +139,7 @@ struct ForgeStub {
 }
 
 impl ForgeStub {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -251,7 +251,7 @@ fn read_request(stream: &TcpStream) -> Option<Recorded> {
     })
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -260,7 +260,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// GET `url`: status and body.
-fn get(url: &str) -> (u16, Vec<u8>) {
+pub(crate) fn get(url: &str) -> (u16, Vec<u8>) {
     let mut response = agent().get(url).call().expect("GET");
     let status = response.status().as_u16();
     let body = response
@@ -272,7 +272,7 @@ fn get(url: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
-fn get_json(url: &str) -> serde_json::Value {
+pub(crate) fn get_json(url: &str) -> serde_json::Value {
     let (status, body) = get(url);
     assert_eq!(status, 200, "GET {url}: {}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).expect("JSON")
@@ -293,7 +293,23 @@ fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, serde_json::V
     )
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+/// POST an HTML form (`application/x-www-form-urlencoded`) to `url`.
+pub(crate) fn post_form(url: &str, headers: &[(&str, &str)], form: &str) -> (u16, String) {
+    let mut request = agent()
+        .post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send(form.as_bytes()).expect("POST");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=Ada", "-c", "user.email=ada@example.org"])
         .args([
@@ -336,7 +352,12 @@ fn sqlite(db: &Path, query: &str) -> String {
 }
 
 /// Waits until job `id` is in one of `states`; the job.
-fn wait_for(server: &Server, id: i64, states: &[&str], limit: Duration) -> serde_json::Value {
+pub(crate) fn wait_for(
+    server: &Server,
+    id: i64,
+    states: &[&str],
+    limit: Duration,
+) -> serde_json::Value {
     let deadline = Instant::now() + limit;
     loop {
         let job = get_json(&server.url(&format!("/api/jobs/{id}")));
@@ -355,7 +376,7 @@ fn wait_for(server: &Server, id: i64, states: &[&str], limit: Duration) -> serde
 }
 
 /// Waits until job `id` has ended (succeeded or failed); the job.
-fn wait_end(server: &Server, id: i64) -> serde_json::Value {
+pub(crate) fn wait_end(server: &Server, id: i64) -> serde_json::Value {
     wait_for(
         server,
         id,
@@ -389,20 +410,20 @@ fn wait_for_run_step(setup: &Setup, id: i64) {
     }
 }
 
-fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, text).expect("write");
 }
 
 /// The test's folders: a bare repository with kiln's `post-receive` hook,
 /// a clone to commit in, secrets, and `serve.toml`.
-struct Setup {
+pub(crate) struct Setup {
     dir: tempfile::TempDir,
-    config: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 impl Setup {
-    fn new(port: u16, forge: Option<&ForgeStub>, extra: &str) -> Self {
+    pub(crate) fn new(port: u16, forge: Option<&ForgeStub>, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         write(&root.join("secret"), &format!("{SECRET}\n"));
@@ -438,21 +459,21 @@ secret_file = "secret"
         Self { dir, config }
     }
 
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    fn bare(&self) -> PathBuf {
+    pub(crate) fn bare(&self) -> PathBuf {
         self.root().join("images.git")
     }
 
-    fn data(&self) -> PathBuf {
+    pub(crate) fn data(&self) -> PathBuf {
         self.root().join("data")
     }
 
     /// Installs `examples/serve/post-receive` in the bare repository,
     /// pointed at `server`.
-    fn install_hook(&self, server: &Server) {
+    pub(crate) fn install_hook(&self, server: &Server) {
         let hook = self.bare().join("hooks/post-receive");
         std::fs::copy(crate::examples().join("serve/post-receive"), &hook).expect("copy hook");
         let bare = self.bare();
@@ -512,7 +533,7 @@ fn sse(url: &str, last_event_id: Option<usize>) -> Vec<(Option<usize>, String, S
     events
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
