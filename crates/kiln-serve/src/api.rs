@@ -337,6 +337,12 @@ async fn job_events(
                 .data(data)
         };
         loop {
+            // A stopping server ends its streams (without `end`, so
+            // browsers reconnect to the next one); else its graceful
+            // shutdown would wait for every open page.
+            if shared.draining.load(Ordering::SeqCst) {
+                return;
+            }
             let live = shared
                 .live
                 .lock()
@@ -371,7 +377,7 @@ async fn job_events(
                     break;
                 }
                 if empty {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
                 }
                 continue;
             }

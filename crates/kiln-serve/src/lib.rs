@@ -95,6 +95,11 @@ pub fn serve(mut config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> Re
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 s.draining.store(true, Ordering::SeqCst);
+                // Cancel now, not after the last connection closed: the
+                // open SSE streams of running jobs end with their jobs.
+                if s.config.shutdown == config::Shutdown::Cancel {
+                    cancel_all(&s);
+                }
             })
             .await
             .map_err(|error| Error::Io {
@@ -105,20 +110,26 @@ pub fn serve(mut config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> Re
     });
     shared.draining.store(true, Ordering::SeqCst);
     if shared.config.shutdown == config::Shutdown::Cancel {
-        for token in shared
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-        {
-            token.cancel_with("interrupted");
-        }
+        cancel_all(&shared);
     }
     shared.kick();
     for w in workers {
         let _ = w.join();
     }
     result
+}
+
+/// Stops every running build as `interrupted` (run again at the next
+/// start).
+fn cancel_all(shared: &runner::Shared) {
+    for token in shared
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .values()
+    {
+        token.cancel_with("interrupted");
+    }
 }
 
 async fn shutdown_signal() {

@@ -792,8 +792,13 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     let id4 = id + 1;
     wait_for(&server, id4, &["running"], Duration::from_secs(30));
     wait_for_run_step(&setup, id4);
+    // A page following the job's stream does not hold the shutdown up.
+    let events_url = server.url(&format!("/api/jobs/{id4}/events"));
+    let watcher = std::thread::spawn(move || sse(&events_url, None));
+    std::thread::sleep(Duration::from_millis(300));
     let stopping = Instant::now();
     assert_eq!(server.terminate(), Some(0), "{}", server.stderr());
+    let _ = watcher.join();
     assert!(
         stopping.elapsed() < Duration::from_secs(8),
         "the script was stopped, not waited for"
