@@ -238,13 +238,50 @@ async fn hook(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
+/// The filters of `GET /api/jobs` and of the history page.
 #[derive(Deserialize)]
-struct JobsQuery {
+pub(crate) struct JobsQuery {
     repo: Option<String>,
     branch: Option<String>,
     state: Option<String>,
     sha: Option<String>,
     page: Option<usize>,
+}
+
+impl JobsQuery {
+    /// The database filter: empty fields are no filter (as a form sends
+    /// them); an unknown state or a commit that is not hexadecimal is 400.
+    pub(crate) fn filter(self) -> Result<Filter> {
+        let nonempty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let state = nonempty(self.state);
+        if let Some(state) = &state
+            && !crate::db::STATES.contains(&state.as_str())
+        {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown state `{state}` (states: {})",
+                    crate::db::STATES.join(", ")
+                ),
+            ));
+        }
+        let sha = nonempty(self.sha);
+        if let Some(sha) = &sha
+            && !sha.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("`{sha}` is not a commit (hexadecimal)"),
+            ));
+        }
+        Ok(Filter {
+            repo: nonempty(self.repo),
+            branch: nonempty(self.branch),
+            state,
+            sha: sha.map(|s| s.to_ascii_lowercase()),
+            page: self.page.unwrap_or(1).max(1),
+        })
+    }
 }
 
 async fn list_jobs(
@@ -253,24 +290,7 @@ async fn list_jobs(
     Query(q): Query<JobsQuery>,
 ) -> Result<Response> {
     read_access(&shared, &headers).await?;
-    if let Some(state) = &q.state
-        && !crate::db::STATES.contains(&state.as_str())
-    {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown state `{state}` (states: {})",
-                crate::db::STATES.join(", ")
-            ),
-        ));
-    }
-    let filter = Filter {
-        repo: q.repo,
-        branch: q.branch,
-        state: q.state,
-        sha: q.sha,
-        page: q.page.unwrap_or(1).max(1),
-    };
+    let filter = q.filter()?;
     let s = Arc::clone(&shared);
     let jobs = blocking(move || s.db.jobs(&filter)).await??;
     Ok(Json(serde_json::json!({ "jobs": jobs })).into_response())

@@ -38,10 +38,8 @@ pub fn routes() -> axum::Router<Arc<Shared>> {
         .route("/", get(dashboard))
         .route("/jobs", get(history))
         .route("/jobs/{id}", get(job_page))
-        .route("/jobs/{id}/graph", get(graph_fragment))
-        .route("/jobs/{id}/timeline", get(timeline_fragment))
-        .route("/jobs/{id}/cancel", post(cancel_form))
-        .route("/jobs/{id}/retry", post(retry_form))
+        .route("/jobs/{id}/live", get(live_parts))
+        .route("/jobs/{id}/{action}", post(job_action))
         .route("/repos/{name}", get(repo_page))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
@@ -303,25 +301,24 @@ async fn logout(
     Ok(response)
 }
 
-async fn cancel_form(
+/// The job page's Cancel and Retry buttons.
+async fn job_action(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     check_post(&shared, &headers, &form.csrf).await?;
-    let id = api::cancel(&shared, &id).await?;
-    Ok(Redirect::to(&format!("/jobs/{id}")).into_response())
-}
-
-async fn retry_form(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
-) -> PageResult {
-    check_post(&shared, &headers, &form.csrf).await?;
-    let id = api::retry(&shared, &id).await?;
+    let id = match action.as_str() {
+        "cancel" => api::cancel(&shared, &id).await?,
+        "retry" => api::retry(&shared, &id).await?,
+        _ => {
+            return Err(PageError::Status(
+                StatusCode::NOT_FOUND,
+                format!("Jobs have no `{action}` action."),
+            ));
+        }
+    };
     Ok(Redirect::to(&format!("/jobs/{id}")).into_response())
 }
 
@@ -649,52 +646,13 @@ async fn dashboard(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Pag
 
 // ---- history --------------------------------------------------------------
 
-#[derive(Deserialize, Default)]
-struct HistoryQuery {
-    repo: Option<String>,
-    branch: Option<String>,
-    state: Option<String>,
-    sha: Option<String>,
-    page: Option<usize>,
-}
-
 async fn history(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    Query(q): Query<HistoryQuery>,
+    Query(q): Query<api::JobsQuery>,
 ) -> PageResult {
     let session = page_access(&shared, &headers, "/jobs").await?;
-    let nonempty = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    let state = nonempty(&q.state);
-    if let Some(s) = &state
-        && !STATES.contains(&s.as_str())
-    {
-        return Err(PageError::Status(
-            StatusCode::BAD_REQUEST,
-            format!("unknown state `{s}` (states: {})", STATES.join(", ")),
-        ));
-    }
-    let sha = nonempty(&q.sha);
-    if let Some(s) = &sha
-        && !s.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return Err(PageError::Status(
-            StatusCode::BAD_REQUEST,
-            format!("`{s}` is not a commit (hexadecimal)"),
-        ));
-    }
-    let filter = Filter {
-        repo: nonempty(&q.repo),
-        branch: nonempty(&q.branch),
-        state,
-        sha: sha.map(|s| s.to_ascii_lowercase()),
-        page: q.page.unwrap_or(1).max(1),
-    };
+    let filter = q.filter()?;
     let f = filter.clone();
     let s = Arc::clone(&shared);
     let jobs = blocking(move || s.db.jobs(&f)).await??;
@@ -812,11 +770,11 @@ async fn job_page(
         }
         section aria-labelledby="graph-h" {
             h2 #graph-h { "Variants" }
-            div #graph data-src=(format!("/jobs/{}/graph", job.id)) { (graph(&view)) }
+            div #graph { (graph(&view)) }
         }
         section aria-labelledby="timeline-h" {
             h2 #timeline-h { "Timeline" }
-            div #timeline data-src=(format!("/jobs/{}/timeline", job.id)) { (timeline(&view, active, now)) }
+            div #timeline { (timeline(&view, active, now)) }
         }
         section aria-labelledby="log-h" {
             h2 #log-h { "Log" }
@@ -877,18 +835,9 @@ async fn job_page(
     Ok(r)
 }
 
-async fn graph_fragment(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> PageResult {
-    page_access(&shared, &headers, "/").await?;
-    let job = job_of(&shared, &id).await?;
-    let view = shared.view_of(job.id).await;
-    Ok(Html(graph(&view).into_string()).into_response())
-}
-
-async fn timeline_fragment(
+/// The parts of a job page that change while it runs (graph and
+/// timeline), folded from one read of its events.
+async fn live_parts(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -897,21 +846,11 @@ async fn timeline_fragment(
     let job = job_of(&shared, &id).await?;
     let view = shared.view_of(job.id).await;
     let now = jiff::Timestamp::now().as_millisecond();
-    Ok(Html(timeline(&view, job.is_active(), now).into_string()).into_response())
-}
-
-impl NodeState {
-    fn of_word(word: &str) -> Self {
-        match word {
-            "built" => NodeState::Built,
-            "cached" => NodeState::Cached,
-            "failed" => NodeState::Failed,
-            "skipped" => NodeState::Skipped,
-            "running" => NodeState::Running,
-            "queued" => NodeState::Queued,
-            _ => NodeState::Cancelled,
-        }
-    }
+    let parts = html! {
+        div #graph { (graph(&view)) }
+        div #timeline { (timeline(&view, job.is_active(), now)) }
+    };
+    Ok(Html(parts.into_string()).into_response())
 }
 
 /// The variant graph: parents above children, one node per variant.

@@ -1,6 +1,8 @@
 //! A job's events (`events.jsonl`, the SSE stream) folded into what its
 //! page shows: each variant's state and steps, and the log lines.
 
+use std::fmt::Write as _;
+
 use serde_json::Value;
 
 /// A variant's state on the page: its graph node's class and word.
@@ -51,8 +53,13 @@ impl NodeState {
         }
     }
 
-    fn of_status(word: &str) -> Self {
+    /// The state of a status word (`built`, `cached`, … as
+    /// `VariantStatus::word` writes them, or `queued`/`running`).
+    #[must_use]
+    pub fn of_word(word: &str) -> Self {
         match word {
+            "queued" => NodeState::Queued,
+            "running" => NodeState::Running,
             "built" => NodeState::Built,
             "cached" => NodeState::Cached,
             "failed" => NodeState::Failed,
@@ -232,7 +239,7 @@ impl View {
                 ));
             }
             "variant_finished" => {
-                v.state = NodeState::of_status(e["status"].as_str().unwrap_or_default());
+                v.state = NodeState::of_word(e["status"].as_str().unwrap_or_default());
                 v.step = None;
                 v.download = None;
                 for s in v.steps.iter_mut().filter(|s| s.end.is_none()) {
@@ -306,14 +313,7 @@ pub fn ansi_html(text: &str) -> String {
             }
             continue;
         }
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+        let _ = write!(maud::Escaper::new(&mut out), "{c}");
     }
     if open {
         out.push_str("</span>");

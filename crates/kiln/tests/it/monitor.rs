@@ -97,6 +97,17 @@ async fn until(c: &Client, script: &str, what: &str, limit: Duration) {
     }
 }
 
+/// The strings an array-returning `script` gives.
+async fn strings(c: &Client, script: &str) -> Vec<String> {
+    js(c, script)
+        .await
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The log lines' event ids on the page.
 async fn line_ids(c: &Client) -> Vec<u64> {
     let v = js(
@@ -145,14 +156,7 @@ fn the_monitor_follows_a_build_live_in_chromium_and_works_without_javascript() {
 
     // A Debian base and an app whose `run` script writes coloured lines
     // for a while, so the page can be watched mid-build.
-    let work = setup.root().join("work");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    git(&work, &["init", "-q"]);
-    write(&work.join("kiln.toml"), "[output]\ndir = \"out\"\n");
-    write(
-        &work.join("base/image.toml"),
-        "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
-    );
+    let work = setup.image_repo();
     let app = |script: &str| {
         format!(
             "from = \"base\"\noutputs = [\"squashfs\"]\nfiles = [{{ path = \"/etc/app.conf\", content = \"v1\\n\" }}]\nrun = [{{ name = \"setup\", inline = \"{script}\" }}]\n"
@@ -273,13 +277,12 @@ fn the_monitor_follows_a_build_live_in_chromium_and_works_without_javascript() {
             Duration::from_secs(30),
         )
         .await;
-        let nodes = js(&c, "return Array.from(document.querySelectorAll('svg.graph g.node')).map(n => n.dataset.variant + '=' + n.dataset.state)").await;
-        let nodes: Vec<&str> = nodes.as_array().expect("nodes").iter().filter_map(Value::as_str).collect();
-        assert!(nodes.len() == 2 && nodes.contains(&"app=built"), "{nodes:?}");
-        assert!(nodes.contains(&"base=built") || nodes.contains(&"base=cached"), "{nodes:?}");
+        let nodes = strings(&c, "return Array.from(document.querySelectorAll('svg.graph g.node')).map(n => n.dataset.variant + '=' + n.dataset.state)").await;
+        let has = |n: &str| nodes.iter().any(|x| x == n);
+        assert!(nodes.len() == 2 && has("app=built"), "{nodes:?}");
+        assert!(has("base=built") || has("base=cached"), "{nodes:?}");
         // One timeline row per variant, each with its bars.
-        let rows = js(&c, "return Array.from(document.querySelectorAll('svg.timeline g.row')).map(r => r.dataset.variant + ':' + r.querySelectorAll('rect.bar').length)").await;
-        let rows: Vec<&str> = rows.as_array().expect("rows").iter().filter_map(Value::as_str).collect();
+        let rows = strings(&c, "return Array.from(document.querySelectorAll('svg.timeline g.row')).map(r => r.dataset.variant + ':' + r.querySelectorAll('rect.bar').length)").await;
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert!(rows.iter().all(|r| !r.ends_with(":0")), "{rows:?}");
         assert_unique_and_ordered(&line_ids(&c).await, "after the end");
@@ -299,11 +302,10 @@ fn the_monitor_follows_a_build_live_in_chromium_and_works_without_javascript() {
             assert_eq!(status, 200, "{url}");
             assert_eq!(sha256_hex(&bytes), sha, "{url}");
         }
-        let manifest = js(&c, "return [...document.querySelectorAll('p.links a')].map(a => a.href)").await;
-        let manifest = manifest.as_array().expect("links").clone();
-        assert!(manifest.iter().any(|u| u.as_str().is_some_and(|u| u.ends_with("/app/manifest.json"))), "{manifest:?}");
+        let manifest = strings(&c, "return [...document.querySelectorAll('p.links a')].map(a => a.href)").await;
+        assert!(manifest.iter().any(|u| u.ends_with("/app/manifest.json")), "{manifest:?}");
         for u in &manifest {
-            let (status, body) = get(u.as_str().expect("url"));
+            let (status, body) = get(u);
             assert_eq!(status, 200);
             serde_json::from_slice::<Value>(&body).expect("manifest and SBOM are JSON");
         }
@@ -364,8 +366,7 @@ fn the_monitor_follows_a_build_live_in_chromium_and_works_without_javascript() {
         nojs.goto(&server.url("/jobs/1?variant=app")).await.expect("job");
         let shown = nojs.find(Locator::Css("#filter-button")).await.expect("button").is_displayed().await.expect("displayed");
         assert!(shown, "scripts are off: the Show button is not hidden");
-        let lines = js(&nojs, "return Array.from(document.querySelectorAll('#log .line')).map(l => l.dataset.variant)").await;
-        let lines = lines.as_array().expect("lines").clone();
+        let lines = strings(&nojs, "return Array.from(document.querySelectorAll('#log .line')).map(l => l.dataset.variant)").await;
         assert!(lines.len() > 10 && lines.iter().all(|v| v == "app"), "{lines:?}");
         assert_eq!(js(&nojs, "return document.querySelectorAll('table.artifacts a[download]').length").await, artifacts.len());
         assert_eq!(js(&nojs, "return document.querySelectorAll('svg.timeline g.row').length").await, 2);

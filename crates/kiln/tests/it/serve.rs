@@ -467,6 +467,20 @@ secret_file = "secret"
         self.root().join("images.git")
     }
 
+    /// A git work tree `work/` with `kiln.toml` and a Debian base image
+    /// (`base`), for the test's child images.
+    pub(crate) fn image_repo(&self) -> PathBuf {
+        let work = self.root().join("work");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        git(&work, &["init", "-q"]);
+        write(&work.join("kiln.toml"), "[output]\ndir = \"out\"\n");
+        write(
+            &work.join("base/image.toml"),
+            "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
+        );
+        work
+    }
+
     pub(crate) fn data(&self) -> PathBuf {
         self.root().join("data")
     }
@@ -562,14 +576,7 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
     setup.install_hook(&server);
 
     // The image repository: a Debian base and a child with a file.
-    let work = setup.root().join("work");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    git(&work, &["init", "-q"]);
-    write(&work.join("kiln.toml"), "[output]\ndir = \"out\"\n");
-    write(
-        &work.join("base/image.toml"),
-        "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
-    );
+    let work = setup.image_repo();
     let app = |version: &str| {
         format!(
             "from = \"base\"\nfiles = [{{ path = \"/etc/app.conf\", content = \"{version}\\n\" }}]\noutputs = [\"squashfs\"]\n"

@@ -27,12 +27,19 @@
     return open ? out + "</span>" : out;
   }
 
-  function refreshFrom(el) {
-    var src = el.getAttribute("data-src");
-    if (!src) return;
-    fetch(src, { credentials: "same-origin", cache: "no-store" })
+  // Replaces the graph and the timeline with the server's current ones
+  // (one request, one read of the job's events).
+  function refreshParts(job) {
+    fetch("/jobs/" + job + "/live", { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) { if (html !== null) el.innerHTML = html; })
+      .then(function (html) {
+        if (html === null) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        ["graph", "timeline"].forEach(function (id) {
+          var el = document.getElementById(id), part = fresh.getElementById(id);
+          if (el && part) el.innerHTML = part.innerHTML;
+        });
+      })
       .catch(function () {});
   }
 
@@ -52,8 +59,6 @@
     var status = document.getElementById("live");
     var filter = document.getElementById("log-filter");
     var button = document.getElementById("filter-button");
-    var graph = document.getElementById("graph");
-    var timeline = document.getElementById("timeline");
 
     function shown(line) { return !filter || !filter.value || line.getAttribute("data-variant") === filter.value; }
     if (filter) {
@@ -78,8 +83,8 @@
       stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 24;
     });
     log.scrollTop = log.scrollHeight;
-    var redraw = throttle(function () { refreshFrom(graph); refreshFrom(timeline); }, 700);
-    var ticker = setInterval(function () { refreshFrom(timeline); }, 5000);
+    var redraw = throttle(function () { refreshParts(job); }, 700);
+    var ticker = setInterval(redraw, 5000);
 
     // Events up to `last` are on the page; the browser sends
     // Last-Event-ID when it reconnects, and ids at or below `last` are
