@@ -49,7 +49,7 @@ pub use error::{Error, chain};
 pub use events::{
     Counts, Discard, Event, EventSink, PlannedVariant, SCHEMA_VERSION, VariantStatus,
 };
-pub use manifest::{ArtifactEntry, MANIFEST_FILE, Manifest, VariantEntry};
+pub use manifest::{ArtifactEntry, MANIFEST_FILE, Manifest, VariantEntry, rfc3339};
 pub use staging::remove_live;
 
 /// How a tree is opened.

@@ -106,6 +106,13 @@ const CONTAINER_FIELDS: &[Field] = &[
     f("user", Shape::String),
 ];
 
+const PUBLISH_FIELDS: &[Field] = &[
+    f("registry", Shape::String),
+    f("repository", Shape::String),
+    f("tags", Shape::StringList),
+    f("id", Shape::String),
+];
+
 /// The fields an image configuration has, in documentation order.
 pub(crate) const IMAGE_FIELDS: &[Field] = &[
     f("from", Shape::String),
@@ -135,6 +142,7 @@ pub(crate) const IMAGE_FIELDS: &[Field] = &[
     f("labels", Shape::StringMap { env_names: false }),
     f("exclude", Shape::StringList),
     f("timeout", Shape::Duration),
+    f("publish", Shape::Table(PUBLISH_FIELDS)),
 ];
 
 /// Keys of a fragment that steer the matrix rather than configure an image.

@@ -143,6 +143,20 @@ pub struct Container {
     pub user: Option<String>,
 }
 
+/// `publish`: where `kiln publish` pushes the variant's artifacts. Not
+/// part of its digest: where a layer goes is not what it is.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Publish {
+    /// The registry and namespace (`127.0.0.1:5000/kiln`, `ghcr.io/org`).
+    pub registry: Option<String>,
+    /// The repository template under it (default `{image}`).
+    pub repository: Option<String>,
+    /// Tag templates (default `{keys}-{id}` and `{keys}-latest`).
+    pub tags: Option<Vec<String>>,
+    /// The id template (default `{time}`).
+    pub id: Option<String>,
+}
+
 /// What a `run` step executes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunBody {
@@ -247,6 +261,8 @@ pub struct ImageSettings {
     /// How long the variant's build may take (`timeout = "20m"`); not part
     /// of its digest.
     pub timeout: Option<std::time::Duration>,
+    /// Where `kiln publish` pushes it.
+    pub publish: Publish,
 }
 
 /// The default architecture.
@@ -419,6 +435,19 @@ pub fn read_settings(
             .unwrap_or_default(),
         labels: string_map(t.get("labels").map(|e| &e.value)),
         timeout: str_of("timeout").and_then(|t| crate::schema::parse_duration(&t)),
+        publish: t
+            .get("publish")
+            .and_then(|e| e.value.as_table())
+            .map(|p| {
+                let text = |k: &str| p.get(k).and_then(|e| e.value.as_str()).map(str::to_string);
+                Publish {
+                    registry: text("registry"),
+                    repository: text("repository"),
+                    tags: p.get("tags").map(|e| strings(Some(&e.value))),
+                    id: text("id"),
+                }
+            })
+            .unwrap_or_default(),
     };
     if !settings.kernel {
         let disks = t.get("outputs").and_then(|e| e.value.as_array());

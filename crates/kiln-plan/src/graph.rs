@@ -359,10 +359,11 @@ fn digest_of(tree: &Tree, v: &Expanded, parent: Option<InputDigest>) -> InputDig
         e.str(k);
     });
     e.field("config");
-    // How long a build may take is not what it builds: a new `timeout`
-    // keeps the layer.
+    // How long a build may take, and where it is published, is not what
+    // it builds: a new `timeout` or `publish` keeps the layer.
     let mut config = v.config.clone();
     config.shift_remove("timeout");
+    config.shift_remove("publish");
     e.table(&config);
     e.field("sources");
     e.list(&tree.sources, |e, s| {

@@ -13,6 +13,9 @@ use std::collections::BTreeSet;
 
 use kiln_config::diagnostic::{Diagnostic, Diagnostics};
 use kiln_config::interpolate::{Lookup, interpolate_str, interpolate_table};
+
+/// Placeholders of `[publish]` templates that `kiln publish` fills.
+const PUBLISH_PLACEHOLDERS: [&str; 5] = ["id", "revision", "format", "time", "arch"];
 use kiln_config::merge::merge;
 use kiln_config::settings::{ConfigPath, ImageSettings, read_settings};
 use kiln_config::tree::{DEFAULT_NAME_TEMPLATE, FileKind, MatrixRule};
@@ -245,7 +248,28 @@ fn variant(
         return Outcome::Failed;
     }
     let before = diags.reported();
+    // `publish` templates also name what only a publish knows (`{id}`,
+    // `{revision}`, `{format}`, `{time}`, `{arch}`): those stay for
+    // kiln-publish to fill; the tree's own placeholders are filled here.
+    let mut publish = config.shift_remove("publish");
     interpolate_table(&mut config, &|n| base_lookup(n, Some(&name)), &known, diags);
+    if let Some(entry) = publish.as_mut() {
+        let mut publish_known = known.clone();
+        publish_known.extend(PUBLISH_PLACEHOLDERS);
+        let lookup = |n: &str| {
+            if PUBLISH_PLACEHOLDERS.contains(&n) {
+                Lookup::Text(format!("{{{n}}}"))
+            } else {
+                base_lookup(n, Some(&name))
+            }
+        };
+        if let kiln_config::Kind::Table(t) = &mut entry.value.kind {
+            interpolate_table(t, &lookup, &publish_known, diags);
+        }
+    }
+    if let Some(entry) = publish {
+        config.insert("publish".to_owned(), entry);
+    }
     if diags.reported() != before {
         return Outcome::Failed;
     }

@@ -104,7 +104,7 @@ pub fn run_build(args: &BuildArgs, style: Style, cancel: &CancelToken) -> Outcom
 
 /// The summary of a build: a line per variant (with its artifacts), the
 /// counts, and why it stopped when it did not finish.
-fn summarize(report: &BuildReport) -> Outcome {
+pub fn summarize(report: &BuildReport) -> Outcome {
     let mut out = String::new();
     let mut failed = None;
     let mut counts = [0usize; 5];

@@ -157,6 +157,236 @@ pub enum Command {
     ///   kiln flist gc --dry-run out/*/*.flist
     #[command(subcommand, after_help = EXIT_CODES, verbatim_doc_comment)]
     Flist(FlistCommand),
+
+    /// Push the selected variants' artifacts to an OCI registry.
+    ///
+    /// Builds what is missing first, then pushes, per variant: its `oci`
+    /// output as a runnable image, and every other artifact (disks,
+    /// squashfs, ext4, tar, cpio, flist, kernel + initrd) as an OCI artifact
+    /// (`artifactType` `application/vnd.kiln.<format>.v1`, one layer per
+    /// file), each annotated with its variant, keys, input digest, id,
+    /// revision and the tree's git commit; its manifest.json entry and SPDX
+    /// SBOM are attached as referrers. Where: `[publish]` in kiln.toml or an
+    /// image.toml (`registry`, `repository = "{image}"`,
+    /// `tags = ["{keys}-{id}", "{keys}-latest"]`, `id = "{time}"`);
+    /// artifacts' tags end in `.<format>`.
+    ///
+    /// A variant whose newest published revision has the same layer key is
+    /// up to date and pushes nothing; otherwise it gets the next revision
+    /// and a new id, which must differ from the last, sort after it and not
+    /// be taken. Blobs the registry has are never sent again.
+    ///
+    /// Credentials: `KILN_REGISTRY_USER` and `KILN_REGISTRY_PASSWORD`, else
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (`auths`).
+    /// `KILN_NOW` (RFC 3339) replaces the clock, for tests.
+    ///
+    /// Examples:
+    ///   kiln publish                                   the tree here, to its [publish] registry
+    ///   kiln publish --only bookworm --dry-run         what would be pushed, and what is there
+    ///   kiln publish --registry 127.0.0.1:5000/kiln --plain-http
+    ///   kiln publish --revise --only base              a new revision of an unchanged variant
+    #[command(after_help = PUBLISH_EXIT_CODES, verbatim_doc_comment)]
+    Publish(PublishArgs),
+
+    /// List what the tree's variants published: ids, revisions, tags, digests, sizes, lifecycle.
+    ///
+    /// Reads every repository the tree publishes to (from `[publish]`)
+    /// and shows each kiln image there with its lifecycle state (active,
+    /// permanent, obsolete with its deletion date) and last use.
+    ///
+    /// Examples:
+    ///   kiln images
+    ///   kiln images mytree --json
+    #[command(after_help = PUBLISH_EXIT_CODES, verbatim_doc_comment)]
+    Images(ImagesArgs),
+
+    /// Record uses, keep images, mark unused ones obsolete, prune them.
+    ///
+    /// State is kept in the registry, as small referrer artifacts on each
+    /// image, so every machine sees it. Rules: `obsolete` never marks a
+    /// permanent image or the newest revision of a variant, and marks
+    /// nothing when more than `--max` would qualify; `prune` deletes only
+    /// images whose deletion date has passed, never permanent ones, and
+    /// leaves blobs to the registry's garbage collection
+    /// (`registry garbage-collect` for docker-registry).
+    ///
+    /// Examples:
+    ///   kiln lifecycle used 127.0.0.1:5000/kiln/base:bookworm-latest
+    ///   kiln lifecycle permanent 127.0.0.1:5000/kiln/base:bookworm-20261207t100405z
+    ///   kiln lifecycle obsolete --older-than 30d --unused-for 30d --dry-run
+    ///   kiln lifecycle prune --dry-run
+    #[command(subcommand, after_help = PUBLISH_EXIT_CODES, verbatim_doc_comment)]
+    Lifecycle(LifecycleCommand),
+}
+
+const PUBLISH_EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  a build or a registry request failed
+  2  usage, configuration, an id rule or a lifecycle rule refused (nothing was pushed)";
+
+/// How to reach a registry.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Publish every variant here (`127.0.0.1:5000/kiln`, `ghcr.io/org`),
+    /// over `[publish] registry`.
+    #[arg(long, value_name = "HOST/NAMESPACE")]
+    pub registry: Option<String>,
+
+    /// Speak plain HTTP; only for a registry on this machine.
+    #[arg(long)]
+    pub plain_http: bool,
+
+    /// Trust these CA certificates (PEM) besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `kiln publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Check ids and tags and list what would be pushed and what is up to
+    /// date; push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Publish a new revision even of variants whose inputs did not change.
+    #[arg(long)]
+    pub revise: bool,
+
+    /// Print JSON: `{"units": [...], "blobs_uploaded": N, ...}`.
+    #[arg(long)]
+    pub json: bool,
+
+    /// How the build shows progress on stderr (as `kiln build --progress`).
+    #[arg(long, value_enum, default_value_t = Progress::Auto, value_name = "MODE")]
+    pub progress: Progress,
+}
+
+/// `kiln images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiln lifecycle`.
+#[derive(Debug, Subcommand)]
+pub enum LifecycleCommand {
+    /// Record that images were used now (CI jobs and `kiln serve` call it).
+    Used(RefsArgs),
+    /// Keep images forever (`--unset` to undo): never obsoleted or pruned.
+    Permanent(PermanentArgs),
+    /// Mark old, unused images obsolete with a deletion date.
+    Obsolete(ObsoleteArgs),
+    /// Delete obsolete images whose deletion date has passed.
+    Prune(PruneArgs),
+}
+
+/// Image references.
+#[derive(Debug, Args)]
+pub struct RefsArgs {
+    /// `host/repository:tag` or `host/repository@sha256:…`.
+    #[arg(required = true, value_name = "REF")]
+    pub refs: Vec<String>,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `kiln lifecycle permanent`.
+#[derive(Debug, Args)]
+pub struct PermanentArgs {
+    #[command(flatten)]
+    pub refs: RefsArgs,
+
+    /// Undo: the images age like any other again.
+    #[arg(long)]
+    pub unset: bool,
+}
+
+/// `kiln lifecycle obsolete`.
+#[derive(Debug, Args)]
+pub struct ObsoleteArgs {
+    /// The tree's root folder (its `[publish]` repositories are read).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Only images published longer ago than this.
+    #[arg(long, default_value = "30d", value_parser = parse_age, value_name = "DURATION")]
+    pub older_than: std::time::Duration,
+
+    /// Only images not used for this long.
+    #[arg(long, default_value = "30d", value_parser = parse_age, value_name = "DURATION")]
+    pub unused_for: std::time::Duration,
+
+    /// How long after marking `prune` may delete them.
+    #[arg(long, default_value = "30d", value_parser = parse_age, value_name = "DURATION")]
+    pub grace: std::time::Duration,
+
+    /// Mark at most this many; when more qualify, mark none and say so.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub max: usize,
+
+    /// List, mark nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiln lifecycle prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The tree's root folder (its `[publish]` repositories are read).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// List, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kiln flist`.
@@ -331,6 +561,18 @@ pub enum Progress {
     Plain,
     /// One JSON object per event per line.
     Json,
+}
+
+/// A duration that may count days (`30d`) or weeks (`2w`).
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    for (unit, secs) in [('d', 86_400u64), ('w', 7 * 86_400)] {
+        if let Some(n) = t.strip_suffix(unit).and_then(|n| n.parse::<u64>().ok()) {
+            return Ok(std::time::Duration::from_secs(n * secs));
+        }
+    }
+    parse_duration(s)
+        .map_err(|_| format!("`{s}` is not a duration such as `30d`, `2w`, `12h` or `90m`"))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -10,6 +10,7 @@ mod init;
 mod inspect;
 mod plan;
 mod progress;
+mod publish_cmd;
 mod report;
 mod serve_cmd;
 mod store_cmd;
@@ -53,7 +54,10 @@ fn main() -> ExitCode {
     };
     // An ordinary user builds inside a user namespace where it is root
     // over its subordinate ids (as mmdebstrap's unshare mode does).
-    if matches!(cli.command, cli::Command::Build(_) | cli::Command::Store(_)) {
+    if matches!(
+        cli.command,
+        cli::Command::Build(_) | cli::Command::Store(_) | cli::Command::Publish(_)
+    ) {
         if let Some(code) = userns::reexec_if_unprivileged() {
             return code;
         }
@@ -61,7 +65,10 @@ fn main() -> ExitCode {
     // A build mounts overlays: in a mount namespace of its own, so every
     // mount dies with the process, even on SIGKILL. Must come before any
     // thread exists (the Ctrl-C handler below starts one).
-    if matches!(cli.command, cli::Command::Build(_)) {
+    if matches!(
+        cli.command,
+        cli::Command::Build(_) | cli::Command::Publish(_)
+    ) {
         if let Err(e) = kiln_layers::private_mount_namespace() {
             let _ = writeln!(
                 std::io::stderr().lock(),
@@ -93,6 +100,9 @@ fn main() -> ExitCode {
         cli::Command::Init(args) => init::run(args),
         cli::Command::Inspect(args) => inspect::run(args, style),
         cli::Command::Flist(cmd) => flist_cmd::run(cmd),
+        cli::Command::Publish(args) => publish_cmd::run_publish(args, style, &cancel),
+        cli::Command::Images(args) => publish_cmd::run_images(args, style),
+        cli::Command::Lifecycle(cmd) => publish_cmd::run_lifecycle(cmd, style),
     };
     match result {
         Ok(text) => {

@@ -68,6 +68,7 @@ pub(crate) fn settings() -> ImageSettings {
         container: kiln_config::settings::Container::default(),
         labels: BTreeMap::new(),
         timeout: None,
+        publish: kiln_config::settings::Publish::default(),
     }
 }
 

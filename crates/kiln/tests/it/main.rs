@@ -12,6 +12,7 @@ mod monitor;
 mod outputs;
 mod plan;
 mod progress;
+mod publish;
 mod repository;
 mod sandbox;
 mod serve;
