@@ -475,14 +475,37 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub select: SelectArgs,
 
-    /// Print JSON: {"variants":[{"name","image","keys","parent","digest","action"}]}.
+    /// Print JSON: {"variants":[{"name","image","keys","parent","digest","action"}]}
+    /// (the same as `--format json`).
     #[arg(long)]
     pub json: bool,
+
+    /// What to print: `table` (and the parent tree), `json`,
+    /// `github-matrix` (one line of JSON for GitHub Actions' `fromJSON`:
+    /// `{"include": [...], "stages": [{"include": [...]}, ...]}`, one entry
+    /// per variant to build with `only` = the `--only` words that select
+    /// it, parents in earlier stages than their children) or `markdown` (a
+    /// table of variants, actions and digests for a pull-request comment).
+    #[arg(long, value_enum, default_value_t = PlanFormat::Table, value_name = "FORMAT")]
+    pub format: PlanFormat,
 
     /// The cache holding the layer store (see `kiln build --help`); a variant
     /// whose layer is there is `cached`.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// `kiln plan --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// A table and the parent tree.
+    Table,
+    /// JSON.
+    Json,
+    /// A GitHub Actions matrix.
+    GithubMatrix,
+    /// A Markdown table.
+    Markdown,
 }
 
 /// Where packages come from and are cached.

@@ -8,7 +8,7 @@ use kiln_plan::Plan;
 use serde::Serialize;
 
 use crate::Outcome;
-use crate::cli::PlanArgs;
+use crate::cli::{PlanArgs, PlanFormat};
 use crate::report::Style;
 
 fn action_name(a: Action) -> &'static str {
@@ -38,11 +38,118 @@ pub fn run(args: &PlanArgs, style: Style) -> Outcome {
     let (ws, plan) =
         crate::build_cmd::open(&args.dir, args.cache_dir.as_deref(), &selection, style)?;
     let actions = ws.actions(&plan);
-    if args.json {
-        Ok(json(&plan, &actions))
+    let format = if args.json {
+        PlanFormat::Json
     } else {
-        Ok(table(&plan, &actions))
+        args.format
+    };
+    Ok(match format {
+        PlanFormat::Json => json(&plan, &actions),
+        PlanFormat::Table => table(&plan, &actions),
+        PlanFormat::GithubMatrix => github_matrix(&plan, &actions),
+        PlanFormat::Markdown => markdown(&plan, &actions),
+    })
+}
+
+/// The `--only` words that select exactly `v`: its image and every key.
+fn only_words(v: &kiln_plan::Variant) -> String {
+    std::iter::once(v.image.as_str())
+        .chain(v.keys.iter().map(|(_, k)| k.as_str()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The stage of each variant to build: 0 when nothing it builds on is
+/// built in this run, else one more than its parent's.
+fn stages(plan: &Plan, actions: &[Action]) -> Vec<Option<usize>> {
+    let mut out: Vec<Option<usize>> = vec![None; plan.variants.len()];
+    // Plan order has every parent before its children.
+    for (i, v) in plan.variants.iter().enumerate() {
+        if actions[i] != Action::Build {
+            continue;
+        }
+        out[i] = Some(v.parent.and_then(|p| out[p]).map_or(0, |s| s + 1));
     }
+    out
+}
+
+fn github_matrix(plan: &Plan, actions: &[Action]) -> String {
+    let stage_of = stages(plan, actions);
+    let mut include = Vec::new();
+    let mut stages: Vec<Vec<serde_json::Value>> = Vec::new();
+    for (i, v) in plan.variants.iter().enumerate() {
+        let Some(stage) = stage_of[i] else { continue };
+        let entry = serde_json::json!({
+            "variant": v.name,
+            "image": v.image,
+            "keys": v.keys.iter().map(|(d, k)| (d.clone(), serde_json::Value::String(k.clone()))).collect::<serde_json::Map<_, _>>(),
+            "parent": v.parent.map(|p| plan.variants[p].name.as_str()),
+            "digest": v.digest.to_hex(),
+            "only": only_words(v),
+            "stage": stage,
+        });
+        if stages.len() <= stage {
+            stages.resize_with(stage + 1, Vec::new);
+        }
+        stages[stage].push(entry.clone());
+        include.push(entry);
+    }
+    let stages: Vec<serde_json::Value> = stages
+        .into_iter()
+        .map(|s| serde_json::json!({ "include": s }))
+        .collect();
+    let mut s = serde_json::to_string(&serde_json::json!({ "include": include, "stages": stages }))
+        .expect("plain data serializes");
+    s.push('\n');
+    s
+}
+
+fn markdown(plan: &Plan, actions: &[Action]) -> String {
+    let mut out = String::from("| Variant | Image | Keys | Builds on | Action | Input digest |\n");
+    out.push_str("|---|---|---|---|---|---|\n");
+    let cell = |s: &str| s.replace('|', "\\|");
+    for (v, a) in plan.variants.iter().zip(actions) {
+        let keys = v
+            .keys
+            .iter()
+            .map(|(d, k)| format!("{d}={k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let parent = v.parent.map_or_else(
+            || "-".to_owned(),
+            |p| format!("`{}`", plan.variants[p].name),
+        );
+        let action = match a {
+            Action::Build => "**build**",
+            Action::Cached => "cached",
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | `{}` |",
+            cell(&v.name),
+            cell(&v.image),
+            if keys.is_empty() {
+                "-".to_owned()
+            } else {
+                cell(&keys)
+            },
+            parent,
+            action,
+            v.digest.short()
+        );
+    }
+    let n = plan.variants.len();
+    let build = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Build))
+        .count();
+    let _ = writeln!(
+        out,
+        "\n{n} variant{}: **{build} to build**, {} cached.",
+        if n == 1 { "" } else { "s" },
+        n - build
+    );
+    out
 }
 
 fn json(plan: &Plan, actions: &[Action]) -> String {

@@ -128,3 +128,46 @@ fn sources_default_to_the_tree_when_given() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(names(&run), ["x"]);
 }
+
+#[test]
+fn a_github_matrix_puts_parents_in_earlier_stages_and_selects_each_variant() {
+    let dir = examples().join("basic");
+    let run = kiln(&dir, &["plan", "--format", "github-matrix"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout.lines().count(),
+        1,
+        "one line, for $GITHUB_OUTPUT"
+    );
+    let m: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let stages = m["stages"].as_array().expect("stages");
+    assert_eq!(stages.len(), 2);
+    let names = |s: &serde_json::Value| -> Vec<String> {
+        s["include"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["variant"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&stages[0]), ["base-bookworm", "base-trixie"]);
+    assert_eq!(names(&stages[1]), ["app-bookworm", "app-trixie"]);
+    assert_eq!(m["include"].as_array().unwrap().len(), 4);
+    // `only` selects exactly the entry's variant (and what it builds on).
+    for entry in m["include"].as_array().unwrap() {
+        let only = entry["only"].as_str().unwrap();
+        let mut args = vec!["plan", "--json", "--only"];
+        args.extend(only.split(' '));
+        let plan: serde_json::Value =
+            serde_json::from_str(&kiln(&dir, &args).stdout).expect("plan JSON");
+        let last = plan["variants"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["name"], entry["variant"], "--only {only}");
+    }
+}
+
+#[test]
+fn a_markdown_plan_is_a_table_for_a_pull_request_comment() {
+    let run = kiln(&examples().join("basic"), &["plan", "--format", "markdown"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    filters().bind(|| insta::assert_snapshot!(run.stdout));
+}
