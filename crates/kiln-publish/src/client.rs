@@ -91,7 +91,7 @@ impl Default for ClientOptions {
             host_credentials: BTreeMap::new(),
             attempts: 4,
             backoff: Duration::from_millis(250),
-            chunk_size: 16 << 20,
+            chunk_size: 64 << 20,
         }
     }
 }
@@ -165,6 +165,8 @@ pub struct Client {
     auth: Mutex<Auth>,
     /// Where a blob is known to be (digest → repository), for mounts.
     known: Mutex<HashMap<String, String>>,
+    /// (repository, digest) this client pushed or found: no second HEAD.
+    present: Mutex<std::collections::HashSet<(String, String)>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -216,6 +218,7 @@ impl Client {
             options,
             auth: Mutex::new(Auth::default()),
             known: Mutex::new(HashMap::new()),
+            present: Mutex::new(std::collections::HashSet::new()),
             stats: Stats::default(),
         })
     }
@@ -254,6 +257,11 @@ impl Client {
         size: u64,
         content: BlobSource<'_>,
     ) -> Result<(), Error> {
+        let key = (repo.to_owned(), digest.to_owned());
+        if self.present.lock().expect("lock").contains(&key) {
+            self.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         if self.has_blob(repo, digest)? {
             self.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
             self.remember(digest, repo);
@@ -272,6 +280,25 @@ impl Client {
         }
         let location = self.location(&mut r, "POST", &url, &[202])?;
         if size <= self.options.chunk_size {
+            return self.finish_monolithic(repo, digest, size, content, &location);
+        }
+        self.push_chunked(repo, digest, size, content, location)?;
+        self.stats.blobs_uploaded.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
+        self.remember(digest, repo);
+        Ok(())
+    }
+
+    /// The content in one `PUT` to an open upload.
+    fn finish_monolithic(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        content: BlobSource<'_>,
+        location: &str,
+    ) -> Result<(), Error> {
+        {
             let body = match content {
                 BlobSource::Bytes(b) => Body::Bytes(b),
                 BlobSource::File(path) => Body::File {
@@ -280,7 +307,7 @@ impl Client {
                     len: size,
                 },
             };
-            let put = with_query(&location, &format!("digest={digest}"));
+            let put = with_query(location, &format!("digest={digest}"));
             let mut r = self.send(
                 "PUT",
                 &put,
@@ -289,8 +316,6 @@ impl Client {
                 &body,
             )?;
             expect(&mut r, "PUT", &put, &[201])?;
-        } else {
-            self.push_chunked(repo, digest, size, content, location)?;
         }
         self.stats.blobs_uploaded.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
@@ -535,6 +560,10 @@ impl Client {
     }
 
     fn remember(&self, digest: &str, repo: &str) {
+        self.present
+            .lock()
+            .expect("lock")
+            .insert((repo.to_owned(), digest.to_owned()));
         self.known
             .lock()
             .expect("lock")

@@ -267,6 +267,12 @@ pub struct PublishArgs {
     #[arg(long)]
     pub revise: bool,
 
+    /// Blobs larger than this go up in chunks of this size (a failed chunk
+    /// is resumed, not the whole blob); lower it for registries or proxies
+    /// that limit a request's size.
+    #[arg(long, default_value = "64M", value_parser = parse_chunk_size, value_name = "SIZE")]
+    pub chunk_size: u64,
+
     /// Print JSON: `{"units": [...], "blobs_uploaded": N, ...}`.
     #[arg(long)]
     pub json: bool,
@@ -584,6 +590,12 @@ pub enum Progress {
     Plain,
     /// One JSON object per event per line.
     Json,
+}
+
+fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    kiln_config::output::parse_size(s)
+        .filter(|&n| n >= 1 << 20)
+        .ok_or_else(|| format!("`{s}` is not a size of at least 1M such as `16M` or `1G`"))
 }
 
 /// A duration that may count days (`30d`) or weeks (`2w`).

@@ -141,7 +141,10 @@ pub fn run_publish(args: &PublishArgs, style: Style, cancel: &CancelToken) -> Ou
     crate::build_cmd::summarize(&report)?;
     let options = kiln_publish::PublishOptions {
         registry: args.registry.registry.clone(),
-        client: client_options(&args.registry),
+        client: ClientOptions {
+            chunk_size: args.chunk_size,
+            ..client_options(&args.registry)
+        },
         now,
         revise: args.revise,
         dry_run: args.dry_run,

@@ -901,7 +901,8 @@ fn registry_faults_auth_and_tls_give_clear_errors_and_leave_nothing_half_tagged(
         run.stderr
     );
 
-    // 500 on the second chunk of the squashfs upload: resumed, published.
+    // 500 on the second chunk of the image layer's upload (in 16 MiB
+    // chunks): resumed where the registry's copy ends, published.
     let registry = Registry::start(false);
     let proxy = FaultProxy::start(registry.port, |method, _, _| {
         static PATCHES: AtomicUsize = AtomicUsize::new(0);
@@ -917,6 +918,8 @@ fn registry_faults_auth_and_tls_give_clear_errors_and_leave_nothing_half_tagged(
             "base",
             "--registry",
             &via,
+            "--chunk-size",
+            "16M",
         ],
         "2026-12-01T10:00:00Z",
     ));
