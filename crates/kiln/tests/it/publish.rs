@@ -25,6 +25,12 @@ struct Registry {
 
 impl Registry {
     fn start(tls_auth: bool) -> Registry {
+        Registry::start_with(tls_auth, None)
+    }
+
+    /// With `token`: token auth (distribution's `auth.token`), trusting
+    /// `token.root` for the tokens `token.realm` issues.
+    fn start_with(tls_auth: bool, token: Option<&TokenServer>) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut config = format!(
@@ -107,6 +113,13 @@ impl Registry {
                 d.join("cert.pem").display(),
                 d.join("key.pem").display(),
                 d.join("htpasswd").display()
+            ));
+        }
+        if let Some(t) = token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: kiln-test-registry\n    issuer: kiln-test-issuer\n    rootcertbundle: {}\n",
+                t.port,
+                t.dir.path().join("ca.pem").display()
             ));
         }
         std::fs::write(dir.path().join("config.yml"), config).expect("config");
@@ -1062,4 +1075,185 @@ fn registry_faults_auth_and_tls_give_clear_errors_and_leave_nothing_half_tagged(
 fn base64_of(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A token service as distribution's token auth expects one: `GET
+/// /token?service=…&scope=…` with Basic credentials answers
+/// `{"token": JWT}`, the JWT signed (RS256, `openssl dgst`) by a CA the
+/// registry trusts, granting what the scopes ask. It records each request
+/// (its query and whether the credentials were right).
+struct TokenServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    requests: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+}
+
+impl TokenServer {
+    fn start() -> TokenServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path().to_path_buf();
+        let run = |args: &[&str]| {
+            let ok = Command::new("openssl")
+                .args(args)
+                .current_dir(&d)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl")
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kiln test token CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+        run(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = answer_token(stream, &d, &log);
+            }
+        });
+        TokenServer { port, dir, requests }
+    }
+}
+
+fn answer_token(
+    stream: TcpStream,
+    dir: &Path,
+    log: &std::sync::Mutex<Vec<(String, bool)>>,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let mut authorized = false;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") {
+                authorized = value.trim() == format!("Basic {}", base64_of("kiln:s3cret-pw"));
+            }
+        }
+    }
+    let query = target.split_once('?').map_or("", |(_, q)| q).to_owned();
+    log.lock().unwrap().push((query.clone(), authorized));
+    let mut stream = stream;
+    if !authorized {
+        return stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
+    let decode = |s: &str| {
+        let mut out = Vec::new();
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+                i += 3;
+            } else {
+                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+                i += 1;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let mut access = Vec::new();
+    for pair in query.split('&') {
+        if let Some(scope) = pair.strip_prefix("scope=") {
+            for one in decode(scope).split(' ') {
+                let parts: Vec<&str> = one.split(':').collect();
+                if parts.len() == 3 {
+                    access.push(serde_json::json!({
+                        "type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>(),
+                    }));
+                }
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let der = std::fs::read(dir.join("ca.der"))?;
+    let header = serde_json::json!({
+        "alg": "RS256", "typ": "JWT",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(der)],
+    });
+    let claims = serde_json::json!({
+        "iss": "kiln-test-issuer", "sub": "kiln", "aud": "kiln-test-registry",
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let mut sign = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(dir.join("ca.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    sign.stdin.take().unwrap().write_all(signing_input.as_bytes())?;
+    let signature = sign.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", b64.encode(signature));
+    let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+    stream.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn bearer_token_auth_gets_a_token_per_scope_from_the_realm_with_the_credentials() {
+    if crate::skip_end_to_end() || !crate::have("docker-registry") || !crate::have("skopeo") {
+        return;
+    }
+    let tokens = TokenServer::start();
+    let registry = Registry::start_with(false, Some(&tokens));
+    let reg = registry.addr();
+    let tree = tree_for(&reg, "");
+    let t = tree.path();
+    let cache = t.join(".cache");
+    let env = [
+        ("KILN_REGISTRY_USER", "kiln"),
+        ("KILN_REGISTRY_PASSWORD", "s3cret-pw"),
+        ("KILN_NOW", "2026-12-01T10:00:00Z"),
+    ];
+    let run = kiln_with_env(
+        t,
+        &["publish", "--plain-http", "--cache-dir", cache.to_str().unwrap(), "--json"],
+        &env,
+    );
+    let report = json_of(&run);
+    assert_eq!(units(&report).len(), 4);
+    assert!(units(&report).iter().all(|u| u.2 == "pushed"), "{report}");
+    // The mount of base's layer into kiln/app needed pull on kiln/base too.
+    assert!(report["blobs_mounted"].as_u64().unwrap() >= 1, "{report}");
+    let requests = tokens.requests.lock().unwrap().clone();
+    assert!(!requests.is_empty());
+    assert!(requests.iter().all(|(_, ok)| *ok), "every token request had the credentials: {requests:?}");
+    assert!(requests.iter().all(|(q, _)| q.contains("service=kiln-test-registry")), "{requests:?}");
+    assert!(
+        requests.iter().any(|(q, _)| q.contains("scope=repository%3Akiln%2Fapp%3Apull%2Cpush")),
+        "{requests:?}"
+    );
+    // Without credentials the token service refuses, and kiln says so.
+    let run = kiln_with_env(t, &["images", "--plain-http"], &[("HOME", "/nonexistent")]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("token service"), "{}", run.stderr);
+    assert!(run.stderr.contains("refused"), "{}", run.stderr);
+    // With them, the images are listed.
+    let run = kiln_with_env(t, &["images", "--plain-http", "--json"], &env);
+    assert_eq!(json_of(&run).as_array().unwrap().len(), 4);
 }
