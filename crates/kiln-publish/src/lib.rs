@@ -17,6 +17,7 @@
 pub mod catalog;
 pub mod client;
 mod error;
+pub mod flist;
 pub mod lifecycle;
 mod publish;
 pub mod template;
@@ -119,6 +120,8 @@ pub struct GitInfo {
     pub source: Option<String>,
     /// `HEAD`'s commit.
     pub commit: Option<String>,
+    /// The branch checked out (`/` as `-`), for `{branch}`.
+    pub branch: Option<String>,
 }
 
 /// Reads the git commit and remote of the checkout holding `dir`.
@@ -139,6 +142,7 @@ pub fn git_info(dir: &Path) -> GitInfo {
     GitInfo {
         source: git(&["config", "--get", "remote.origin.url"]),
         commit: git(&["rev-parse", "--verify", "HEAD"]),
+        branch: git(&["symbolic-ref", "--short", "HEAD"]).map(|b| b.replace('/', "-")),
     }
 }
 

@@ -75,6 +75,9 @@ pub struct UnitReport {
     pub size: u64,
     /// What happened.
     pub action: UnitAction,
+    /// For an flist: its blocks, per route.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<crate::flist::BlockUpload>,
 }
 
 /// What a publish did.
@@ -127,6 +130,8 @@ struct Unit {
     content: Content,
     entry: VariantEntry,
     up_to_date: Option<Published>,
+    /// For an flist: the block store the build wrote.
+    flist_store: Option<PathBuf>,
 }
 
 /// The media type of an artifact file of `format`.
@@ -200,6 +205,10 @@ pub fn publish(
             })?;
         let settings = &v.settings.publish;
         let mut vars = vars_of(v, options.now);
+        vars.plain.insert(
+            "branch".into(),
+            git.branch.clone().unwrap_or_else(|| "nobranch".into()),
+        );
         for p in &entry.packages {
             vars.versions.insert(p.name.clone(), p.version.clone());
         }
@@ -260,7 +269,11 @@ pub fn publish(
                     }
                 }
             }
-            let default_tags = vec!["{keys}-{id}".to_owned(), "{keys}-latest".to_owned()];
+            let mut default_tags = vec!["{keys}-{id}".to_owned(), "{keys}-latest".to_owned()];
+            // The hub's alias: `<name>-<branch>-latest.flist`.
+            if format == "flist" && git.branch.is_some() {
+                default_tags.push("{variant}-{branch}-latest".to_owned());
+            }
             let tag_templates = settings.tags.clone().unwrap_or(default_tags);
             let mut tags = Vec::new();
             for t in &tag_templates {
@@ -291,7 +304,14 @@ pub fn publish(
                     tags.push(tag);
                 }
             }
+            let store = (format == "flist").then(|| flist_store(v, &ws.tree().root, &out_dir));
+            if let (Some(_), Content::Files(files)) = (&store, &content) {
+                for f in files {
+                    crate::flist::check_routes(&f.path)?;
+                }
+            }
             units.push(Unit {
+                flist_store: store,
                 variant: v.name.clone(),
                 format,
                 host: host.clone(),
@@ -322,6 +342,7 @@ pub fn publish(
             digest: None,
             size,
             action: UnitAction::WouldPush,
+            blocks: Vec::new(),
         };
         if let Some(p) = &unit.up_to_date {
             report.units.push(UnitReport {
@@ -338,11 +359,23 @@ pub fn publish(
             report.units.push(base);
             continue;
         }
+        // An flist's blocks first: whoever pulls it must find them.
+        let mut blocks = Vec::new();
+        if let (Some(store), Content::Files(files)) = (&unit.flist_store, &unit.content) {
+            for f in files {
+                blocks.extend(crate::flist::upload_blocks(
+                    &f.path,
+                    store,
+                    &ws.tree().root,
+                )?);
+            }
+        }
         let client = registries.client(&unit.host, &options.client)?;
         let digest = push_unit(&client, unit, &git, options.now, &out_dir)?;
         report.units.push(UnitReport {
             digest: Some(digest),
             action: UnitAction::Pushed,
+            blocks,
             ..base
         });
     }
@@ -356,6 +389,21 @@ pub fn publish(
         report.retries += s.retries.load(Ordering::Relaxed);
     }
     Ok(report)
+}
+
+/// The block store `v`'s flist output writes (its `store`, else
+/// `OUT/flist-store`).
+fn flist_store(v: &kiln_plan::Variant, tree_root: &Path, out_dir: &Path) -> PathBuf {
+    v.settings
+        .outputs
+        .iter()
+        .find_map(|o| match &o.options {
+            kiln_config::output::OutputOptions::Flist { store: Some(s), .. } => {
+                Some(tree_root.join(s))
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| out_dir.join("flist-store"))
 }
 
 /// The placeholders every template of `v` may use.

@@ -197,6 +197,14 @@ pub fn run_publish(args: &PublishArgs, style: Style, cancel: &CancelToken) -> Ou
                 .join(" ")
         ));
     }
+    for u in &published.units {
+        for b in &u.blocks {
+            out.push_str(&format!(
+                "flist blocks of {} to {}: {} ({} sent, {} already there)\n",
+                u.variant, b.route, b.blocks, b.uploaded, b.present
+            ));
+        }
+    }
     out.push_str(&format!(
         "\n{} pushed, {} up to date{}; {} blobs uploaded ({}), {} mounted, {} already there\n",
         counts[0],

@@ -1102,7 +1102,21 @@ impl TokenServer {
                 .success();
             assert!(ok, "openssl {args:?}");
         };
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kiln test token CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kiln test token CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
         run(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
@@ -1113,7 +1127,11 @@ impl TokenServer {
                 let _ = answer_token(stream, &d, &log);
             }
         });
-        TokenServer { port, dir, requests }
+        TokenServer {
+            port,
+            dir,
+            requests,
+        }
     }
 }
 
@@ -1146,7 +1164,9 @@ fn answer_token(
     log.lock().unwrap().push((query.clone(), authorized));
     let mut stream = stream;
     if !authorized {
-        return stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return stream.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     }
     let decode = |s: &str| {
         let mut out = Vec::new();
@@ -1201,7 +1221,10 @@ fn answer_token(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
-    sign.stdin.take().unwrap().write_all(signing_input.as_bytes())?;
+    sign.stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
     let signature = sign.wait_with_output()?.stdout;
     let token = format!("{signing_input}.{}", b64.encode(signature));
     let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
@@ -1232,7 +1255,13 @@ fn bearer_token_auth_gets_a_token_per_scope_from_the_realm_with_the_credentials(
     ];
     let run = kiln_with_env(
         t,
-        &["publish", "--plain-http", "--cache-dir", cache.to_str().unwrap(), "--json"],
+        &[
+            "publish",
+            "--plain-http",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--json",
+        ],
         &env,
     );
     let report = json_of(&run);
@@ -1242,10 +1271,20 @@ fn bearer_token_auth_gets_a_token_per_scope_from_the_realm_with_the_credentials(
     assert!(report["blobs_mounted"].as_u64().unwrap() >= 1, "{report}");
     let requests = tokens.requests.lock().unwrap().clone();
     assert!(!requests.is_empty());
-    assert!(requests.iter().all(|(_, ok)| *ok), "every token request had the credentials: {requests:?}");
-    assert!(requests.iter().all(|(q, _)| q.contains("service=kiln-test-registry")), "{requests:?}");
     assert!(
-        requests.iter().any(|(q, _)| q.contains("scope=repository%3Akiln%2Fapp%3Apull%2Cpush")),
+        requests.iter().all(|(_, ok)| *ok),
+        "every token request had the credentials: {requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|(q, _)| q.contains("service=kiln-test-registry")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|(q, _)| q.contains("scope=repository%3Akiln%2Fapp%3Apull%2Cpush")),
         "{requests:?}"
     );
     // Without credentials the token service refuses, and kiln says so.
@@ -1256,4 +1295,212 @@ fn bearer_token_auth_gets_a_token_per_scope_from_the_realm_with_the_credentials(
     // With them, the images are listed.
     let run = kiln_with_env(t, &["images", "--plain-http", "--json"], &env);
     assert_eq!(json_of(&run).as_array().unwrap().len(), 4);
+}
+
+/// A block store that takes `PUT /blocks/<hex>` and answers `HEAD` for
+/// what it holds, recording every request (method, path).
+struct BlockStore {
+    port: u16,
+    blocks: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
+    requests: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl BlockStore {
+    fn start() -> BlockStore {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let blocks = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (b, r) = (blocks.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (b, r) = (b.clone(), r.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_blocks(stream, &b, &r);
+                });
+            }
+        });
+        BlockStore {
+            port,
+            blocks,
+            requests,
+        }
+    }
+}
+
+fn serve_blocks(
+    stream: TcpStream,
+    blocks: &std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    requests: &std::sync::Mutex<Vec<(String, String)>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut stream = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let path = parts.next().unwrap_or("").to_owned();
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            if h.trim_end().is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        requests
+            .lock()
+            .unwrap()
+            .push((method.clone(), path.clone()));
+        let key = path.trim_start_matches("/blocks/").to_owned();
+        let status = match method.as_str() {
+            "HEAD" if blocks.lock().unwrap().contains_key(&key) => "200 OK",
+            "HEAD" => "404 Not Found",
+            "PUT" => {
+                blocks.lock().unwrap().insert(key, body);
+                "201 Created"
+            }
+            _ => "405 Method Not Allowed",
+        };
+        stream.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())?;
+    }
+}
+
+/// Files below `dir` (relative path → content).
+fn files_below(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn flist_blocks_go_to_the_flist_routes_before_the_flist_is_published() {
+    if crate::skip_end_to_end() || !crate::have("docker-registry") || !crate::have("skopeo") {
+        return;
+    }
+    let registry = Registry::start(false);
+    let reg = registry.addr();
+    let store = BlockStore::start();
+    let tree = tree_for(&reg, "");
+    let t = tree.path();
+    let mirror = tempfile::tempdir().unwrap();
+    write(
+        &t.join("micro/image.toml"),
+        &format!(
+            "from = \"base\"\n\"outputs!\" = [{{ format = \"flist\", url = \"http://127.0.0.1:{}/blocks\" }}]\n",
+            store.port
+        ),
+    );
+    write(
+        &t.join("mirrored/image.toml"),
+        &format!(
+            "from = \"base\"\n\"outputs!\" = [{{ format = \"flist\", url = \"dir://{}\" }}]\n",
+            mirror.path().display()
+        ),
+    );
+    git(t, &["add", "-A"]);
+    git(
+        t,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "commit",
+            "-qm",
+            "flists",
+        ],
+    );
+    let branch = git(t, &["symbolic-ref", "--short", "HEAD"])
+        .trim()
+        .to_owned();
+    let report = json_of(&publish(
+        t,
+        &["--plain-http", "--json", "--only", "micro", "mirrored"],
+        "2026-12-01T10:00:00Z",
+    ));
+    let local = files_below(&t.join("out/flist-store"));
+    assert!(!local.is_empty());
+    // HTTP: every block of the build's store, byte for byte.
+    let sent: std::collections::BTreeMap<String, Vec<u8>> = store.blocks.lock().unwrap().clone();
+    let local_by_name: std::collections::BTreeMap<String, Vec<u8>> = local
+        .iter()
+        .map(|(k, v)| (k.rsplit('/').next().unwrap().to_owned(), v.clone()))
+        .collect();
+    assert_eq!(sent, local_by_name);
+    // dir://: the same blocks, in rfs's layout.
+    assert_eq!(files_below(mirror.path()), local);
+    let micro = report["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["variant"] == "micro")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        micro["blocks"][0]["uploaded"].as_u64().unwrap() as usize,
+        local.len(),
+        "{micro}"
+    );
+    // The flist itself, as an artifact, with the hub's branch alias.
+    let alias = format!("micro-{branch}-latest.flist");
+    assert!(
+        micro["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == alias.as_str()),
+        "{micro}"
+    );
+    let flist = raw(&format!("{reg}/kiln/micro:{alias}"));
+    assert_eq!(flist["artifactType"], "application/vnd.kiln.flist.v1");
+    // Nothing changed: no block is sent again.
+    let before = store.requests.lock().unwrap().len();
+    let again = json_of(&publish(
+        t,
+        &["--plain-http", "--json", "--only", "micro"],
+        "2026-12-02T10:00:00Z",
+    ));
+    assert!(units(&again).iter().all(|u| u.2 == "up-to-date"), "{again}");
+    assert_eq!(store.requests.lock().unwrap().len(), before);
+
+    // A store kiln cannot upload to is refused before anything is pushed.
+    write(
+        &t.join("micro/image.toml"),
+        "from = \"base\"\n\"outputs!\" = [{ format = \"flist\", url = \"zdb://127.0.0.1:9900/ns\" }]\n",
+    );
+    let tags_before = tags(&reg, "kiln/micro");
+    let run = publish(
+        t,
+        &["--plain-http", "--only", "micro"],
+        "2026-12-03T10:00:00Z",
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("a store kiln cannot upload to"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(tags(&reg, "kiln/micro"), tags_before);
 }
