@@ -122,6 +122,9 @@ pub fn run_publish(args: &PublishArgs, style: Style, cancel: &CancelToken) -> Ou
         &selection,
         style,
     )?;
+    // Where every variant goes is checked before a long build, not after.
+    kiln_publish::targets(&plan, &selection, args.registry.registry.as_deref())
+        .map_err(|e| failure(&e))?;
     // Publishing implies building what is missing (cached layers and
     // artifacts are reused as they are).
     let mode = match args.progress {
