@@ -454,7 +454,8 @@ fn run_preinsts(
         ("DPKG_ROOT", ""),
     ];
     env.extend(extra_env.iter().map(|(k, v)| (*k, v.as_str())));
-    let mut current = String::new();
+    // Until the first marker: the root's own shell (it may not start).
+    let mut current = String::from("/bin/sh of the root, before the first preinst");
     let mut own_lines: Vec<String> = Vec::new();
     let result = sandbox::run(
         root,

@@ -293,17 +293,26 @@ pub fn run(
         if status.success() {
             Ok(())
         } else {
+            let code = {
+                use std::os::unix::process::ExitStatusExt;
+                status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1)
+            };
+            // 128 + SIGSYS: the seccomp filter killed it.
+            let status = if code == 128 + 31 {
+                format!(
+                    "{status} (SIGSYS: the sandbox's seccomp filter refused a system call; the filter allows only the host's native ABI, so a root of another architecture, such as i386 on amd64, cannot run its scripts)"
+                )
+            } else {
+                status.to_string()
+            };
             Err(Error::Script {
                 step: step.to_owned(),
                 root: root.to_owned(),
-                status: status.to_string(),
-                code: {
-                    use std::os::unix::process::ExitStatusExt;
-                    status
-                        .code()
-                        .or_else(|| status.signal().map(|s| 128 + s))
-                        .unwrap_or(-1)
-                },
+                status,
+                code,
                 output: tail.into(),
             })
         }

@@ -425,3 +425,32 @@ fn cache_and_output_on_different_file_systems() {
     assert!(t.path().join("out/img/rootfs/usr/bin/dpkg").is_file());
     assert_store_verifies(t.path(), &cache);
 }
+
+#[test]
+fn a_root_of_a_foreign_abi_fails_saying_the_sandbox_refuses_it() {
+    if skip_end_to_end() {
+        return;
+    }
+    // i386 binaries make i386 system calls, which the seccomp filter
+    // (native ABI only) kills: the error must say so, not name no step.
+    let t = tree("from = \"debian:bookworm\"\nvariant = \"essential\"\narch = \"i386\"\n");
+    let run = build(&t, &[]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("/bin/sh of the root, before the first preinst")
+            || run
+                .stderr
+                .contains("/bin/sh of the root, before the first preinst"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        format!("{}{}", run.stdout, run.stderr).contains("SIGSYS: the sandbox's seccomp filter"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_no_mount_under(t.path());
+}
