@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod client;
 mod error;
 pub mod flist;
+pub mod index;
 pub mod lifecycle;
 mod publish;
 pub mod template;

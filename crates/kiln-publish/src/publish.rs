@@ -101,7 +101,7 @@ pub struct PublishReport {
 
 /// What a unit is made of.
 #[derive(Debug, Clone)]
-enum Content {
+pub(crate) enum Content {
     /// An OCI layout folder.
     Image(PathBuf),
     /// Files: (path, title, media type, size, sha256).
@@ -109,7 +109,7 @@ enum Content {
 }
 
 #[derive(Debug, Clone)]
-struct FileBlob {
+pub(crate) struct FileBlob {
     path: PathBuf,
     title: String,
     media_type: String,
@@ -119,19 +119,22 @@ struct FileBlob {
 
 /// A unit, checked and ready to push.
 #[derive(Debug, Clone)]
-struct Unit {
-    variant: String,
-    format: String,
-    host: String,
-    repository: String,
-    tags: Vec<String>,
-    id: String,
-    revision: u32,
-    content: Content,
-    entry: VariantEntry,
-    up_to_date: Option<Published>,
+pub(crate) struct Unit {
+    pub(crate) variant: String,
+    pub(crate) format: String,
+    pub(crate) host: String,
+    pub(crate) repository: String,
+    pub(crate) tags: Vec<String>,
+    pub(crate) id: String,
+    pub(crate) revision: u32,
+    pub(crate) content: Content,
+    pub(crate) entry: VariantEntry,
+    pub(crate) up_to_date: Option<Published>,
     /// For an flist: the block store the build wrote.
-    flist_store: Option<PathBuf>,
+    pub(crate) flist_store: Option<PathBuf>,
+    /// For an image of a variant with an `arch` key: the index it goes
+    /// into (the image and its other keys).
+    pub(crate) group: Option<String>,
 }
 
 /// The media type of an artifact file of `format`.
@@ -231,16 +234,29 @@ pub fn publish(
             }
         };
         for (format, content) in contents(entry, &out_dir)? {
-            let newest = catalog::newest(published, &v.name, &format).cloned();
+            // Images of variants that differ only by their `arch` key
+            // become one index, published under the group's name.
+            let group = matches!(content, Content::Image(_))
+                .then(|| arch_group(v))
+                .flatten();
+            let subject = group.clone().unwrap_or_else(|| v.name.clone());
+            let newest = catalog::newest(published, &subject, &format).cloned();
             let up_to_date = newest
                 .as_ref()
-                .filter(|p| !options.revise && p.layer_key() == Some(entry.layer_key.as_str()))
+                .filter(|p| {
+                    !options.revise
+                        && p.layer_key()
+                            .is_some_and(|k| k.split(',').any(|k| k == entry.layer_key))
+                })
                 .cloned();
             let revision = newest
                 .as_ref()
                 .and_then(Published::revision)
                 .map_or(0, |r| r + 1);
             let mut vars = vars.clone();
+            if group.is_some() {
+                vars.plain.insert("keys".into(), keys_without_arch(v));
+            }
             vars.plain.insert("format".into(), format.clone());
             vars.plain.insert("revision".into(), revision.to_string());
             let id_template = settings.id.as_deref().unwrap_or("{time}");
@@ -311,6 +327,7 @@ pub fn publish(
                 }
             }
             units.push(Unit {
+                group,
                 flist_store: store,
                 variant: v.name.clone(),
                 format,
@@ -327,7 +344,25 @@ pub fn publish(
     }
 
     let mut report = PublishReport::default();
-    for unit in &units {
+    // Units of one group with the same repository and tags: one index.
+    let mut groups: Vec<Vec<&Unit>> = Vec::new();
+    for unit in units.iter().filter(|u| u.group.is_some()) {
+        match groups.iter_mut().find(|g| {
+            g[0].group == unit.group
+                && g[0].host == unit.host
+                && g[0].repository == unit.repository
+                && g[0].tags == unit.tags
+        }) {
+            Some(g) => g.push(unit),
+            None => groups.push(vec![unit]),
+        }
+    }
+    for members in &groups {
+        report.units.push(crate::index::publish_group(
+            members, registries, options, &git, &out_dir,
+        )?);
+    }
+    for unit in units.iter().filter(|u| u.group.is_none()) {
         let size = match &unit.content {
             Content::Files(files) => files.iter().map(|f| f.size).sum(),
             Content::Image(dir) => image_size(dir)?,
@@ -371,7 +406,7 @@ pub fn publish(
             }
         }
         let client = registries.client(&unit.host, &options.client)?;
-        let digest = push_unit(&client, unit, &git, options.now, &out_dir)?;
+        let (digest, _) = push_unit(&client, unit, &git, options.now, &out_dir, true)?;
         report.units.push(UnitReport {
             digest: Some(digest),
             action: UnitAction::Pushed,
@@ -404,6 +439,27 @@ fn flist_store(v: &kiln_plan::Variant, tree_root: &Path, out_dir: &Path) -> Path
             _ => None,
         })
         .unwrap_or_else(|| out_dir.join("flist-store"))
+}
+
+/// The dimension whose keys name architectures.
+const ARCH_DIMENSION: &str = "arch";
+
+/// The index an image of `v` goes into: its image and its keys but the
+/// `arch` one (`base-bookworm`), when `v` has an `arch` key.
+fn arch_group(v: &kiln_plan::Variant) -> Option<String> {
+    v.keys
+        .iter()
+        .any(|(d, _)| d == ARCH_DIMENSION)
+        .then(|| template::tidy(&format!("{}-{}", v.image, keys_without_arch(v))))
+}
+
+fn keys_without_arch(v: &kiln_plan::Variant) -> String {
+    v.keys
+        .iter()
+        .filter(|(d, _)| d != ARCH_DIMENSION)
+        .map(|(_, k)| k.as_str())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// The placeholders every template of `v` may use.
@@ -527,7 +583,7 @@ fn contents(entry: &VariantEntry, out_dir: &Path) -> Result<Vec<(String, Content
     Ok(out)
 }
 
-fn image_size(dir: &Path) -> Result<u64, Error> {
+pub(crate) fn image_size(dir: &Path) -> Result<u64, Error> {
     let (_, manifest) = read_layout(dir)?;
     Ok(std::iter::once(&manifest["config"])
         .chain(manifest["layers"].as_array().into_iter().flatten())
@@ -536,7 +592,7 @@ fn image_size(dir: &Path) -> Result<u64, Error> {
 }
 
 /// The manifest bytes and JSON of an OCI layout's one image.
-fn read_layout(dir: &Path) -> Result<(Vec<u8>, Value), Error> {
+pub(crate) fn read_layout(dir: &Path) -> Result<(Vec<u8>, Value), Error> {
     let read = |p: PathBuf| std::fs::read(&p).map_err(|source| Error::Read { path: p, source });
     let index: Value =
         serde_json::from_slice(&read(dir.join("index.json"))?).map_err(|e| Error::Artifact {
@@ -557,7 +613,7 @@ fn read_layout(dir: &Path) -> Result<(Vec<u8>, Value), Error> {
     Ok((bytes, json))
 }
 
-fn blob_path(dir: &Path, digest: &str) -> PathBuf {
+pub(crate) fn blob_path(dir: &Path, digest: &str) -> PathBuf {
     dir.join("blobs").join(digest.replacen(':', "/", 1))
 }
 
@@ -565,15 +621,12 @@ fn empty_descriptor() -> Value {
     json!({"mediaType": EMPTY, "digest": crate::EMPTY_DIGEST, "size": 2, "data": "e30="})
 }
 
-/// Pushes one unit; returns its manifest's digest.
-fn push_unit(
-    client: &Client,
+/// The annotations of a unit's manifest.
+pub(crate) fn annotations_of(
     unit: &Unit,
     git: &crate::GitInfo,
     now: jiff::Timestamp,
-    out_dir: &Path,
-) -> Result<String, Error> {
-    let repo = &unit.repository;
+) -> BTreeMap<String, String> {
     let e = &unit.entry;
     let mut annotations = BTreeMap::new();
     annotations.insert(a::CREATED.to_owned(), kiln_build::rfc3339(e.epoch));
@@ -602,6 +655,22 @@ fn push_unit(
     // Whole seconds: the annotation is read by people too.
     let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
     annotations.insert(a::PUBLISHED.to_owned(), now.to_string());
+    annotations
+}
+
+/// Pushes one unit (its tags too when `tag`); returns its manifest's
+/// digest and size.
+pub(crate) fn push_unit(
+    client: &Client,
+    unit: &Unit,
+    git: &crate::GitInfo,
+    now: jiff::Timestamp,
+    out_dir: &Path,
+    tag: bool,
+) -> Result<(String, u64), Error> {
+    let repo = &unit.repository;
+    let e = &unit.entry;
+    let annotations = annotations_of(unit, git, now);
 
     let manifest = match &unit.content {
         Content::Image(dir) => {
@@ -683,8 +752,10 @@ fn push_unit(
             Some((&media_type, &title, &bytes)),
         )?;
     }
-    for tag in &unit.tags {
-        client.put_manifest(repo, tag, MANIFEST, &bytes)?;
+    if tag {
+        for tag in &unit.tags {
+            client.put_manifest(repo, tag, MANIFEST, &bytes)?;
+        }
     }
-    Ok(digest)
+    Ok((digest, bytes.len() as u64))
 }

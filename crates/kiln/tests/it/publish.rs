@@ -1504,3 +1504,53 @@ fn flist_blocks_go_to_the_flist_routes_before_the_flist_is_published() {
     );
     assert_eq!(tags(&reg, "kiln/micro"), tags_before);
 }
+
+#[test]
+fn an_arch_dimension_publishes_its_images_as_one_index_tagged_without_the_arch() {
+    if crate::skip_end_to_end() || !crate::have("docker-registry") || !crate::have("skopeo") {
+        return;
+    }
+    // Only amd64 builds on this machine (arm64 roots come later); the
+    // index path is the same for one member as for many, and the
+    // kiln-publish tests push a two-platform index of hand-made images.
+    let registry = Registry::start(false);
+    let reg = registry.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path();
+    write(
+        &t.join("kiln.toml"),
+        &format!(
+            "[output]\ndir = \"out\"\n[defaults]\noutputs = [\"oci\"]\n[dimensions.arch.amd64]\narch = \"amd64\"\n[defaults.publish]\nregistry = \"{reg}/kiln\"\n"
+        ),
+    );
+    write(
+        &t.join("base/image.toml"),
+        "from = \"debian:bookworm\"\nvariant = \"essential\"\n",
+    );
+    let report = json_of(&publish(
+        t,
+        &["--plain-http", "--json"],
+        "2026-12-01T10:00:00Z",
+    ));
+    assert_eq!(report["units"][0]["variant"], "base", "{report}");
+    assert_eq!(report["units"][0]["action"], "pushed");
+    let index = raw(&format!("{reg}/kiln/base:latest"));
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(index["manifests"][0]["platform"]["architecture"], "amd64");
+    assert_eq!(index["annotations"]["dev.kiln.variant"], "base");
+    let member = raw(&format!(
+        "{reg}/kiln/base@{}",
+        index["manifests"][0]["digest"].as_str().unwrap()
+    ));
+    assert_eq!(member["annotations"]["dev.kiln.variant"], "base-amd64");
+    assert!(tags(&reg, "kiln/base").contains(&"20261201t100000z".to_owned()));
+    let again = json_of(&publish(
+        t,
+        &["--plain-http", "--json"],
+        "2026-12-02T10:00:00Z",
+    ));
+    assert_eq!(again["units"][0]["action"], "up-to-date", "{again}");
+}
