@@ -105,7 +105,9 @@ impl Writer for CpioWriter {
             )
             .map_err(wr)?;
             match &node.kind {
-                NodeKind::File { size, source } => copy_content(source, *size, &mut w, dest)?,
+                NodeKind::File { size, source } => {
+                    copy_content(source, *size, &mut w, dest, input.cancel)?;
+                }
                 NodeKind::Symlink { target } => w.write_all(target).map_err(wr)?,
                 _ => {}
             }

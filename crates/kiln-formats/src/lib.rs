@@ -86,9 +86,22 @@ pub struct Input<'a> {
     /// hash seeds and the like are derived from them, so they are fixed
     /// for the same content and differ between variants.
     pub seed: &'a [u8],
-    /// When set, the writer stops early with [`Error::Cancelled`]
-    /// (squashfs between blocks, every format before it starts).
+    /// When set, the writer stops early with [`Error::Cancelled`]:
+    /// squashfs between blocks; tar, cpio, OCI layers, ext4 and disks,
+    /// and flists between files and every 128 KiB of a file's copy.
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+/// What writers check between files: the build's cancel flag, if any.
+pub(crate) type Cancel<'a> = Option<&'a std::sync::atomic::AtomicBool>;
+
+/// [`Error::Cancelled`] once `cancel` is set.
+pub(crate) fn check(cancel: Cancel<'_>) -> Result<(), Error> {
+    if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
 }
 
 /// Writes one artifact; see the module documentation.

@@ -46,7 +46,7 @@ impl Writer for TarWriter {
             input.threads,
         )
         .map_err(|e| Error::io("write", dest, e))?;
-        write_tar(&tree, "./", Whiteouts::Overlay, out, dest)
+        write_tar(&tree, "./", Whiteouts::Overlay, out, dest, input.cancel)
     }
 }
 
@@ -77,6 +77,7 @@ pub(crate) fn write_tar(
     whiteouts: Whiteouts,
     out: Box<dyn FinishWrite>,
     dest: &Path,
+    cancel: crate::Cancel<'_>,
 ) -> Result<(), Error> {
     let mut w = Counting { inner: out, n: 0 };
     let wr = |e: io::Error| Error::io("write", dest, e);
@@ -89,7 +90,7 @@ pub(crate) fn write_tar(
         if let Some(entry) = entry {
             entry.write_headers(&mut w).map_err(wr)?;
             if let NodeKind::File { size, source } = &node.kind {
-                copy_content(source, *size, &mut w, dest)?;
+                copy_content(source, *size, &mut w, dest, cancel)?;
                 pad(&mut w).map_err(wr)?;
             }
         }
@@ -163,11 +164,14 @@ pub(crate) fn copy_content(
     size: u64,
     w: &mut impl Write,
     dest: &Path,
+    cancel: crate::Cancel<'_>,
 ) -> Result<(), Error> {
+    crate::check(cancel)?;
     let mut f = open_source(source)?;
     let mut buf = vec![0u8; 128 * 1024];
     let mut left = size;
     while left > 0 {
+        crate::check(cancel)?;
         let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
         let n = match f.read(&mut buf[..want]) {
             Ok(0) => {

@@ -352,6 +352,6 @@ fn write_raw(
         input.epoch,
         format,
     )?;
-    root.write_into(&file, dest, layout.root.start)?;
+    root.write_into(&file, dest, layout.root.start, input.cancel)?;
     Ok(layout.len)
 }

@@ -47,6 +47,7 @@ pub(crate) fn write(
     file: &File,
     path: &Path,
     offset: u64,
+    cancel: crate::Cancel<'_>,
 ) -> Result<(), Error> {
     let w = ImageWriter {
         prep,
@@ -54,6 +55,7 @@ pub(crate) fn write(
         id,
         seed: fs_seed(&id.uuid),
         by_ino: by_ino(prep),
+        cancel,
     };
     let mut img = Image::new(file, path, offset);
     w.metadata(&mut img)?;
@@ -79,6 +81,7 @@ struct ImageWriter<'a> {
     id: &'a Identity,
     seed: u32,
     by_ino: Vec<usize>,
+    cancel: crate::Cancel<'a>,
 }
 
 impl ImageWriter<'_> {
@@ -339,8 +342,10 @@ impl ImageWriter<'_> {
                     put_blocks(img, &p.extents, &buf)?;
                 }
                 NodeKind::File { size, source } if *size > 0 => {
+                    crate::check(self.cancel)?;
                     let mut f = open_source(source)?;
                     for e in &p.extents {
+                        crate::check(self.cancel)?;
                         let offset = u64::from(e.logical) * BLOCK_SIZE;
                         let n = (size - offset).min(u64::from(e.len) * BLOCK_SIZE);
                         img.copy(e.start, &mut f, offset, n, source)?;

@@ -108,7 +108,7 @@ impl Writer for Ext4Writer {
         let file = File::create(dest).map_err(|e| Error::io("create", dest, e))?;
         file.set_len(fs.len())
             .map_err(|e| Error::io("write", dest, e))?;
-        fs.write_into(&file, dest, 0)
+        fs.write_into(&file, dest, 0, input.cancel)
     }
 }
 
@@ -160,8 +160,14 @@ impl<'t> Planned<'t> {
     /// Writes it into `file` (`path` in errors) from `offset` on, over
     /// [`Planned::len`] bytes that must read as zeros (a file just
     /// created at its full size): zero blocks are not written.
-    pub(crate) fn write_into(&self, file: &File, path: &Path, offset: u64) -> Result<(), Error> {
-        image::write(&self.prep, &self.plan, &self.id, file, path, offset)
+    pub(crate) fn write_into(
+        &self,
+        file: &File,
+        path: &Path,
+        offset: u64,
+        cancel: crate::Cancel<'_>,
+    ) -> Result<(), Error> {
+        image::write(&self.prep, &self.plan, &self.id, file, path, offset, cancel)
     }
 }
 

@@ -43,7 +43,7 @@ impl Writer for FlistWriter {
         // Held until the flist naming the blocks is written: `gc_store`
         // waits for it, so it never removes a block this flist reuses.
         let _lock = super::gc::lock(store, false)?;
-        let blocks = write_blocks(&tree, store, input.threads)?;
+        let blocks = write_blocks(&tree, store, input.threads, input.cancel)?;
         // The blocks must be on disk before an flist naming them is.
         sync_store(store)?;
         write_database(&tree, &blocks, &self.options, dest)
@@ -67,7 +67,12 @@ struct Worker {
 
 /// Encodes every block of every file and puts it into the store; gives
 /// each file node's blocks in order (empty for other nodes).
-fn write_blocks(tree: &Tree, store: &Path, threads: usize) -> Result<Vec<Vec<BlockRef>>, Error> {
+fn write_blocks(
+    tree: &Tree,
+    store: &Path,
+    threads: usize,
+    cancel: crate::Cancel<'_>,
+) -> Result<Vec<Vec<BlockRef>>, Error> {
     let mut chunks = Vec::new();
     for (node, n) in tree.nodes.iter().enumerate() {
         if let NodeKind::File { size, source } = &n.kind {
@@ -96,6 +101,7 @@ fn write_blocks(tree: &Tree, store: &Path, threads: usize) -> Result<Vec<Vec<Blo
             })
         },
         |w, chunk| {
+            crate::check(cancel)?;
             if w.open.as_ref().is_none_or(|(n, _)| *n != chunk.node) {
                 w.open = Some((chunk.node, open_source(chunk.source)?));
             }

@@ -51,6 +51,7 @@ pub(crate) fn write_layer(
     compression: Compression,
     threads: usize,
     dest: &Path,
+    cancel: crate::Cancel<'_>,
 ) -> Result<LayerBlob, Error> {
     let upto = LayerStack::new(stack.layers[..=index].to_vec());
     let tree = if index == 0 {
@@ -69,7 +70,7 @@ pub(crate) fn write_layer(
     .map_err(|e| Error::io("write", dest, e))?;
     let tar = Sha256Writer::new(out);
     let tar_digest = Arc::clone(&tar.state);
-    write_tar(&tree, "", Whiteouts::Oci, Box::new(tar), dest)?;
+    write_tar(&tree, "", Whiteouts::Oci, Box::new(tar), dest, cancel)?;
     File::open(dest)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("sync", dest, e))?;

@@ -329,6 +329,7 @@ fn layer_blob(
         options.compression,
         input.threads,
         &temp,
+        input.cancel,
     )
     .inspect_err(|_| {
         let _ = fs::remove_file(&temp);
@@ -498,7 +499,8 @@ fn write_archive(layout: &Path, epoch: i64, dest: &Path) -> Result<(), Error> {
         1,
     )
     .map_err(|e| Error::io("write", dest, e))?;
-    write_tar(&Tree { nodes }, "", Whiteouts::Overlay, out, dest)
+    // The layout is written already: copying it out is quick.
+    write_tar(&Tree { nodes }, "", Whiteouts::Overlay, out, dest, None)
 }
 
 #[cfg(test)]

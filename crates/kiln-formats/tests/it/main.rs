@@ -4,6 +4,7 @@
 #![allow(clippy::print_stderr)]
 
 mod archives;
+mod cancel;
 mod disk;
 mod ext4;
 mod flist;
