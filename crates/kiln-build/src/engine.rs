@@ -1190,8 +1190,9 @@ fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
     let stage = crate::staging::Stage::new(&ctx.settings.out_dir, &format!("{}-rootfs", v.name))
         .map_err(|e| e.to_string())?;
     let staged = stage.path().join("rootfs");
+    let cancel = &ctx.variant_cancel[id];
     if let [only] = stack.layers.as_slice() {
-        copy_tree(only, &staged)?;
+        copy_tree(only, &staged, cancel)?;
     } else {
         let scratch = ctx.store.dir().join("scratch").join(format!(
             "{}-{}-export",
@@ -1204,8 +1205,10 @@ fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
         let result = kiln_layers::Overlay::mount_read_only(&stack, &mnt)
             .map_err(|e| chain(&e))
             .and_then(|overlay| {
-                copy_tree(&mnt, &staged)?;
-                overlay.unmount().map_err(|e| chain(&e))
+                let copied = copy_tree(&mnt, &staged, cancel);
+                // Unmounted whether or not the copy finished.
+                overlay.unmount().map_err(|e| chain(&e))?;
+                copied
             });
         let _ = fs::remove_dir_all(&scratch);
         result?;
@@ -1223,13 +1226,29 @@ fn export(ctx: &Ctx<'_>, id: usize) -> Result<(), String> {
 }
 
 /// `cp -a` with xattrs: owners, modes, times, hard links, devices, links.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
-    let status = std::process::Command::new("cp")
+/// Killed when `cancel` fires (checked every 50 ms); the half-made copy
+/// is in the stage, which is dropped.
+fn copy_tree(from: &Path, to: &Path, cancel: &CancelToken) -> Result<(), String> {
+    let mut child = std::process::Command::new("cp")
         .args(["-a", "--preserve=all", "--no-target-directory"])
         .arg(from)
         .arg(to)
-        .status()
+        .spawn()
         .map_err(|e| format!("failed to run `cp`: {e}"))?;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("failed to wait for `cp`: {e}"))?
+        {
+            break status;
+        }
+        if cancel.is_cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("cancelled".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     if status.success() {
         Ok(())
     } else {
