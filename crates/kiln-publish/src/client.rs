@@ -528,12 +528,13 @@ impl Client {
             .unwrap_or_default())
     }
 
-    /// Adds `descriptor` to the tag-schema index of `subject`.
-    pub fn add_fallback_referrer(
+    /// Adds `descriptors` to the tag-schema index of `subject` (one read,
+    /// one write).
+    pub fn add_fallback_referrers(
         &self,
         repo: &str,
         subject: &str,
-        descriptor: Value,
+        descriptors: Vec<Value>,
     ) -> Result<(), Error> {
         let tag = fallback_tag(subject);
         let mut index = match self.manifest(repo, &tag)? {
@@ -548,13 +549,18 @@ impl Client {
             url: tag.clone(),
             problem: "the referrers index has no `manifests` list".into(),
         })?;
-        if manifests
-            .iter()
-            .any(|m| m["digest"] == descriptor["digest"])
-        {
+        let before = manifests.len();
+        for descriptor in descriptors {
+            if !manifests
+                .iter()
+                .any(|m| m["digest"] == descriptor["digest"])
+            {
+                manifests.push(descriptor);
+            }
+        }
+        if manifests.len() == before {
             return Ok(());
         }
-        manifests.push(descriptor);
         let bytes = serde_json::to_vec(&index).expect("serializable");
         self.put_manifest(repo, &tag, INDEX, &bytes).map(|_| ())
     }

@@ -166,6 +166,26 @@ pub fn push_referrer(
     annotations: &std::collections::BTreeMap<String, String>,
     content: Option<(&str, &str, &[u8])>,
 ) -> Result<String, Error> {
+    let (digest, fallback) =
+        push_referrer_manifest(client, repo, subject, artifact_type, annotations, content)?;
+    if let Some(descriptor) = fallback {
+        let subject_digest = subject["digest"].as_str().unwrap_or_default();
+        client.add_fallback_referrers(repo, subject_digest, vec![descriptor])?;
+    }
+    Ok(digest)
+}
+
+/// [`push_referrer`] without the tag-schema index: returns the digest and,
+/// when the registry did not take the subject, the descriptor that index
+/// needs (so several referrers of one subject update it once).
+pub fn push_referrer_manifest(
+    client: &Client,
+    repo: &str,
+    subject: &Value,
+    artifact_type: &str,
+    annotations: &std::collections::BTreeMap<String, String>,
+    content: Option<(&str, &str, &[u8])>,
+) -> Result<(String, Option<Value>), Error> {
     client.push_blob(repo, EMPTY_DIGEST, 2, client::BlobSource::Bytes(b"{}"))?;
     let layer = match content {
         Some((media_type, title, bytes)) => {
@@ -199,19 +219,14 @@ pub fn push_referrer(
     let bytes = serde_json::to_vec(&manifest).expect("serializable");
     let digest = format!("sha256:{}", sha256_hex(&bytes));
     let (_, taken) = client.put_manifest(repo, &digest, client::MANIFEST, &bytes)?;
-    if !taken {
-        let subject_digest = subject["digest"].as_str().unwrap_or_default();
-        client.add_fallback_referrer(
-            repo,
-            subject_digest,
-            json!({
-                "mediaType": client::MANIFEST,
-                "digest": digest,
-                "size": bytes.len(),
-                "artifactType": artifact_type,
-                "annotations": annotations,
-            }),
-        )?;
-    }
-    Ok(digest)
+    let fallback = (!taken).then(|| {
+        json!({
+            "mediaType": client::MANIFEST,
+            "digest": digest,
+            "size": bytes.len(),
+            "artifactType": artifact_type,
+            "annotations": annotations,
+        })
+    });
+    Ok((digest, fallback))
 }

@@ -740,10 +740,11 @@ pub(crate) fn push_unit(
             bytes,
         ));
     }
+    let mut fallback = Vec::new();
     for (artifact_type, media_type, title, bytes) in attached {
         let mut ann = BTreeMap::new();
         ann.insert(a::CREATED.to_owned(), kiln_build::rfc3339(e.epoch));
-        crate::push_referrer(
+        let (_, descriptor) = crate::push_referrer_manifest(
             client,
             repo,
             &subject,
@@ -751,6 +752,11 @@ pub(crate) fn push_unit(
             &ann,
             Some((&media_type, &title, &bytes)),
         )?;
+        fallback.extend(descriptor);
+    }
+    // Both referrers in one update of the tag-schema index.
+    if !fallback.is_empty() {
+        client.add_fallback_referrers(repo, &digest, fallback)?;
     }
     if tag {
         for tag in &unit.tags {
