@@ -283,10 +283,15 @@ impl Client {
             return self.finish_monolithic(repo, digest, size, content, &location);
         }
         self.push_chunked(repo, digest, size, content, location)?;
+        self.uploaded(digest, repo, size);
+        Ok(())
+    }
+
+    /// Counts an upload of `size` bytes and remembers where the blob is.
+    fn uploaded(&self, digest: &str, repo: &str, size: u64) {
         self.stats.blobs_uploaded.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
         self.remember(digest, repo);
-        Ok(())
     }
 
     /// The content in one `PUT` to an open upload.
@@ -298,28 +303,24 @@ impl Client {
         content: BlobSource<'_>,
         location: &str,
     ) -> Result<(), Error> {
-        {
-            let body = match content {
-                BlobSource::Bytes(b) => Body::Bytes(b),
-                BlobSource::File(path) => Body::File {
-                    path,
-                    offset: 0,
-                    len: size,
-                },
-            };
-            let put = with_query(location, &format!("digest={digest}"));
-            let mut r = self.send(
-                "PUT",
-                &put,
-                repo,
-                &[("Content-Type", "application/octet-stream".into())],
-                &body,
-            )?;
-            expect(&mut r, "PUT", &put, &[201])?;
-        }
-        self.stats.blobs_uploaded.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
-        self.remember(digest, repo);
+        let body = match content {
+            BlobSource::Bytes(b) => Body::Bytes(b),
+            BlobSource::File(path) => Body::File {
+                path,
+                offset: 0,
+                len: size,
+            },
+        };
+        let put = with_query(location, &format!("digest={digest}"));
+        let mut r = self.send(
+            "PUT",
+            &put,
+            repo,
+            &[("Content-Type", "application/octet-stream".into())],
+            &body,
+        )?;
+        expect(&mut r, "PUT", &put, &[201])?;
+        self.uploaded(digest, repo, size);
         Ok(())
     }
 

@@ -50,17 +50,16 @@ pub fn upload_blocks(
     let routes = f.routes().map_err(|e| flist_error(flist, &e))?;
     let mut out = Vec::new();
     for route in routes {
-        let mut report = BlockUpload {
-            route: route.url.clone(),
-            blocks: ids.len() as u64,
-            ..BlockUpload::default()
-        };
         // rfs routes shard by the first byte of the id.
         let ids: Vec<&[u8; 32]> = ids
             .iter()
             .filter(|id| (route.start..=route.end).contains(&id[0]))
             .collect();
-        report.blocks = ids.len() as u64;
+        let mut report = BlockUpload {
+            route: route.url.clone(),
+            blocks: ids.len() as u64,
+            ..BlockUpload::default()
+        };
         if let Some(dir) = route.url.strip_prefix("dir://") {
             let target = if Path::new(dir).is_absolute() {
                 PathBuf::from(dir)
@@ -115,10 +114,8 @@ pub fn upload_blocks(
                         .send(&bytes[..]);
                     let status = match r {
                         Ok(r) => r.status().as_u16(),
-                        Err(e) if attempt < 3 => {
-                            let _ = e;
-                            0
-                        }
+                        // 0: no answer, retried like a 5xx.
+                        Err(_) if attempt < 3 => 0,
                         Err(e) => return Err(connect(e)),
                     };
                     if (200..300).contains(&status) {

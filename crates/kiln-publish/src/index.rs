@@ -57,14 +57,14 @@ pub fn platform_of(dir: &Path) -> Result<Value, Error> {
     Ok(platform)
 }
 
-/// Pushes the image of the OCI layout `dir` by digest (blobs, then its
-/// manifest with `annotations` added), untagged.
-pub fn push_layout(
+/// Pushes the blobs of the image in the OCI layout `dir` and returns its
+/// manifest with `annotations` added (not pushed).
+pub(crate) fn image_manifest(
     client: &Client,
     repo: &str,
     dir: &Path,
     annotations: &BTreeMap<String, String>,
-) -> Result<Member, Error> {
+) -> Result<Value, Error> {
     let (_, mut manifest) = read_layout(dir)?;
     for d in std::iter::once(&manifest["config"])
         .chain(manifest["layers"].as_array().into_iter().flatten())
@@ -86,6 +86,18 @@ pub fn push_layout(
         merged.insert(k.clone(), Value::String(v.clone()));
     }
     manifest["annotations"] = Value::Object(merged);
+    Ok(manifest)
+}
+
+/// Pushes the image of the OCI layout `dir` by digest (blobs, then its
+/// manifest with `annotations` added), untagged.
+pub fn push_layout(
+    client: &Client,
+    repo: &str,
+    dir: &Path,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Member, Error> {
+    let manifest = image_manifest(client, repo, dir, annotations)?;
     let bytes = serde_json::to_vec(&manifest).expect("serializable");
     let digest = format!("sha256:{}", crate::sha256_hex(&bytes));
     client.put_manifest(repo, &digest, MANIFEST, &bytes)?;
@@ -170,14 +182,7 @@ pub(crate) fn publish_group(
         published.sort_unstable();
         published == keys
     }) {
-        return Ok(UnitReport {
-            tags: p.tags.clone(),
-            id: p.id().unwrap_or_default().to_owned(),
-            revision: p.revision().unwrap_or(0),
-            digest: Some(p.digest.clone()),
-            action: UnitAction::UpToDate,
-            ..base
-        });
+        return Ok(base.up_to_date(p));
     }
     if options.dry_run {
         return Ok(base);

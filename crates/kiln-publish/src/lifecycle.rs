@@ -219,6 +219,9 @@ pub struct Row {
     /// Its other referrers (manifest entry, SBOM), deleted with it.
     #[serde(skip)]
     pub referrers: Vec<String>,
+    /// The client of its registry.
+    #[serde(skip)]
+    pub client: std::sync::Arc<Client>,
 }
 
 /// Every kiln image of `repos` (host, repository), with its state.
@@ -233,6 +236,7 @@ pub fn rows(clients: &[(std::sync::Arc<Client>, String)]) -> Result<Vec<Row>, Er
                 state,
                 published: p,
                 referrers,
+                client: client.clone(),
             });
         }
     }
@@ -344,13 +348,8 @@ pub fn obsolete(
     for (r, old, unused) in qualifying {
         let p = &r.published;
         if !options.dry_run {
-            let client = clients
-                .iter()
-                .find(|(c, repo)| c.host() == r.host && *repo == p.repository)
-                .map(|(c, _)| c.clone())
-                .expect("the row came from this client");
             record(
-                &client,
+                &r.client,
                 &p.repository,
                 &Subject {
                     digest: p.digest.clone(),
@@ -412,11 +411,7 @@ pub fn prune(
             continue;
         }
         if !dry_run {
-            let client = clients
-                .iter()
-                .find(|(c, repo)| c.host() == r.host && *repo == p.repository)
-                .map(|(c, _)| c.clone())
-                .expect("the row came from this client");
+            let client = &r.client;
             // The image first (its tags go with it), then what refers to it.
             client.delete_manifest(&p.repository, &p.digest)?;
             for d in r.state.events.iter().chain(&r.referrers) {

@@ -80,6 +80,20 @@ pub struct UnitReport {
     pub blocks: Vec<crate::flist::BlockUpload>,
 }
 
+impl UnitReport {
+    /// This unit, reported as `p`, its up-to-date published revision.
+    pub(crate) fn up_to_date(self, p: &Published) -> UnitReport {
+        UnitReport {
+            tags: p.tags.clone(),
+            id: p.id().unwrap_or_default().to_owned(),
+            revision: p.revision().unwrap_or(0),
+            digest: Some(p.digest.clone()),
+            action: UnitAction::UpToDate,
+            ..self
+        }
+    }
+}
+
 /// What a publish did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PublishReport {
@@ -380,14 +394,7 @@ pub fn publish(
             blocks: Vec::new(),
         };
         if let Some(p) = &unit.up_to_date {
-            report.units.push(UnitReport {
-                tags: p.tags.clone(),
-                id: p.id().unwrap_or_default().to_owned(),
-                revision: p.revision().unwrap_or(0),
-                digest: Some(p.digest.clone()),
-                action: UnitAction::UpToDate,
-                ..base
-            });
+            report.units.push(base.up_to_date(p));
             continue;
         }
         if options.dry_run {
@@ -673,27 +680,7 @@ pub(crate) fn push_unit(
     let annotations = annotations_of(unit, git, now);
 
     let manifest = match &unit.content {
-        Content::Image(dir) => {
-            let (_, mut manifest) = read_layout(dir)?;
-            for d in std::iter::once(&manifest["config"])
-                .chain(manifest["layers"].as_array().into_iter().flatten())
-            {
-                let digest = d["digest"].as_str().unwrap_or_default();
-                let size = d["size"].as_u64().unwrap_or_default();
-                let path = blob_path(dir, digest);
-                client.push_blob(repo, digest, size, BlobSource::File(&path))?;
-            }
-            let existing = manifest["annotations"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            let mut merged: serde_json::Map<String, Value> = existing;
-            for (k, v) in &annotations {
-                merged.insert(k.clone(), Value::String(v.clone()));
-            }
-            manifest["annotations"] = Value::Object(merged);
-            manifest
-        }
+        Content::Image(dir) => crate::index::image_manifest(client, repo, dir, &annotations)?,
         Content::Files(files) => {
             client.push_blob(repo, crate::EMPTY_DIGEST, 2, BlobSource::Bytes(b"{}"))?;
             let mut layers = Vec::new();

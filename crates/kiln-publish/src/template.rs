@@ -45,17 +45,14 @@ pub fn render(template: &str, vars: &Vars) -> Result<String, String> {
 }
 
 fn value(name: &str, vars: &Vars) -> Result<String, String> {
-    if let Some(fmt) = name
-        .strip_prefix("time")
-        .map(|f| f.strip_prefix(':').unwrap_or(f))
-    {
-        if name == "time" || name.starts_with("time:") {
-            let time = vars.time.ok_or("{time} has no value here")?;
-            let fmt = if fmt.is_empty() { TIME_FORMAT } else { fmt };
-            let zoned = time.to_zoned(jiff::tz::TimeZone::UTC);
-            return jiff::fmt::strtime::format(fmt, &zoned)
-                .map_err(|e| format!("`{{{name}}}`: {e}"));
-        }
+    let fmt = match name.strip_prefix("time:") {
+        Some(f) if !f.is_empty() => Some(f),
+        _ => (name == "time" || name == "time:").then_some(TIME_FORMAT),
+    };
+    if let Some(fmt) = fmt {
+        let time = vars.time.ok_or("{time} has no value here")?;
+        let zoned = time.to_zoned(jiff::tz::TimeZone::UTC);
+        return jiff::fmt::strtime::format(fmt, &zoned).map_err(|e| format!("`{{{name}}}`: {e}"));
     }
     if let Some(package) = name.strip_prefix("version:") {
         return vars

@@ -63,6 +63,16 @@ pub fn open(
     Ok((ws, plan))
 }
 
+/// The build event renderer `--progress` asks for.
+pub fn reporter(progress: Progress) -> Reporter {
+    Reporter::new(match progress {
+        Progress::Json => Mode::Json,
+        Progress::Tty => Mode::Tty,
+        Progress::Auto if std::io::stderr().is_terminal() => Mode::Tty,
+        Progress::Plain | Progress::Auto => Mode::Plain,
+    })
+}
+
 pub fn run_build(args: &BuildArgs, style: Style, cancel: &CancelToken) -> Outcome {
     let selection = selection(&args.select);
     let (ws, plan) = open(
@@ -71,13 +81,7 @@ pub fn run_build(args: &BuildArgs, style: Style, cancel: &CancelToken) -> Outcom
         &selection,
         style,
     )?;
-    let mode = match args.progress {
-        Progress::Json => Mode::Json,
-        Progress::Tty => Mode::Tty,
-        Progress::Auto if std::io::stderr().is_terminal() => Mode::Tty,
-        Progress::Plain | Progress::Auto => Mode::Plain,
-    };
-    let reporter = Reporter::new(mode);
+    let reporter = reporter(args.progress);
     let options = BuildOptions {
         parallel: args.parallel.max(1),
         jobs: args.jobs.max(1),

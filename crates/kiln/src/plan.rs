@@ -51,6 +51,14 @@ pub fn run(args: &PlanArgs, style: Style) -> Outcome {
     })
 }
 
+/// `{"dimension": "key", …}`.
+fn keys_json(v: &kiln_plan::Variant) -> serde_json::Map<String, serde_json::Value> {
+    v.keys
+        .iter()
+        .map(|(d, k)| (d.clone(), serde_json::Value::String(k.clone())))
+        .collect()
+}
+
 /// The `--only` words that select exactly `v`: its image and every key.
 fn only_words(v: &kiln_plan::Variant) -> String {
     std::iter::once(v.image.as_str())
@@ -82,7 +90,7 @@ fn github_matrix(plan: &Plan, actions: &[Action]) -> String {
         let entry = serde_json::json!({
             "variant": v.name,
             "image": v.image,
-            "keys": v.keys.iter().map(|(d, k)| (d.clone(), serde_json::Value::String(k.clone()))).collect::<serde_json::Map<_, _>>(),
+            "keys": keys_json(v),
             "parent": v.parent.map(|p| plan.variants[p].name.as_str()),
             "digest": v.digest.to_hex(),
             "only": only_words(v),
@@ -160,11 +168,7 @@ fn json(plan: &Plan, actions: &[Action]) -> String {
         .map(|(v, &action)| JsonVariant {
             name: &v.name,
             image: &v.image,
-            keys: v
-                .keys
-                .iter()
-                .map(|(d, k)| (d.clone(), serde_json::Value::String(k.clone())))
-                .collect(),
+            keys: keys_json(v),
             parent: v.parent.map(|p| plan.variants[p].name.as_str()),
             digest: v.digest.to_hex(),
             action,

@@ -6,7 +6,6 @@
 //! `~/.docker/config.json`) and `KILN_NOW` (a fixed clock, for tests).
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -16,10 +15,9 @@ use kiln_publish::{Client, ClientOptions, Credentials, Registries, UnitAction};
 
 use crate::build_cmd::{open, selection};
 use crate::cli::{
-    ImagesArgs, LifecycleCommand, ObsoleteArgs, PermanentArgs, Progress, PruneArgs, PublishArgs,
-    RefsArgs, RegistryArgs,
+    ImagesArgs, LifecycleCommand, ObsoleteArgs, PermanentArgs, PruneArgs, PublishArgs, RefsArgs,
+    RegistryArgs,
 };
-use crate::progress::{Mode, Reporter};
 use crate::report::Style;
 use crate::{Failure, Outcome};
 
@@ -127,13 +125,7 @@ pub fn run_publish(args: &PublishArgs, style: Style, cancel: &CancelToken) -> Ou
         .map_err(|e| failure(&e))?;
     // Publishing implies building what is missing (cached layers and
     // artifacts are reused as they are).
-    let mode = match args.progress {
-        Progress::Json => Mode::Json,
-        Progress::Tty => Mode::Tty,
-        Progress::Auto if std::io::stderr().is_terminal() => Mode::Tty,
-        Progress::Plain | Progress::Auto => Mode::Plain,
-    };
-    let reporter = Reporter::new(mode);
+    let reporter = crate::build_cmd::reporter(args.progress);
     let options = BuildOptions {
         offline: args.fetch.offline,
         ..BuildOptions::default()

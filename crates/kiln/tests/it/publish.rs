@@ -40,16 +40,7 @@ impl Registry {
         if tls_auth {
             let d = dir.path();
             // A CA, and a server certificate for 127.0.0.1 it signs.
-            let openssl = |args: &[&str]| {
-                let ok = Command::new("openssl")
-                    .args(args)
-                    .current_dir(d)
-                    .stderr(Stdio::null())
-                    .status()
-                    .expect("openssl")
-                    .success();
-                assert!(ok, "openssl {args:?}");
-            };
+            let openssl = |args: &[&str]| openssl(d, args);
             openssl(&[
                 "req",
                 "-x509",
@@ -175,6 +166,18 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `openssl ARGS` in `dir`; it must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok, "openssl {args:?}");
 }
 
 /// `skopeo inspect --raw` of `reference` (a plain loopback registry).
@@ -567,43 +570,30 @@ fn ids_that_repeat_sort_earlier_or_are_taken_are_refused_and_nothing_is_pushed()
     assert_eq!(first["units"][0]["id"], "v0");
     let before = tags(&reg, "kiln/base");
 
+    // Rewrites the id in kiln.toml, publishes a new revision: refused.
+    let refused = |from: &str, to: &str, expect: &str| {
+        let toml = std::fs::read_to_string(t.join("kiln.toml")).unwrap();
+        write(&t.join("kiln.toml"), &toml.replace(from, to));
+        let run = publish(
+            t,
+            &["--plain-http", "--revise", "--only", "base"],
+            "2026-12-02T10:00:00Z",
+        );
+        assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(expect), "{}", run.stderr);
+        run
+    };
     // The same id twice.
-    write(
-        &t.join("kiln.toml"),
-        &std::fs::read_to_string(t.join("kiln.toml"))
-            .unwrap()
-            .replace("v{revision}", "v0"),
-    );
-    let run = publish(
-        t,
-        &["--plain-http", "--revise", "--only", "base"],
-        "2026-12-02T10:00:00Z",
-    );
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stderr
-            .contains("id `v0` is the id of the last published revision (r0)"),
-        "{}",
-        run.stderr
+    refused(
+        "v{revision}",
+        "v0",
+        "id `v0` is the id of the last published revision (r0)",
     );
     // An id that sorts before the last one.
-    write(
-        &t.join("kiln.toml"),
-        &std::fs::read_to_string(t.join("kiln.toml"))
-            .unwrap()
-            .replace("\"v0\"", "\"a1\""),
-    );
-    let run = publish(
-        t,
-        &["--plain-http", "--revise", "--only", "base"],
-        "2026-12-02T10:00:00Z",
-    );
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stderr
-            .contains("sorts before the last published id `v0`"),
-        "{}",
-        run.stderr
+    refused(
+        "\"v0\"",
+        "\"a1\"",
+        "sorts before the last published id `v0`",
     );
     // A tag that exists already (someone pushed `v7` by hand).
     let out = Command::new("skopeo")
@@ -617,44 +607,14 @@ fn ids_that_repeat_sort_earlier_or_are_taken_are_refused_and_nothing_is_pushed()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let before = {
-        let mut b = before;
-        b.push("v7".into());
-        b.sort();
-        b
-    };
-    write(
-        &t.join("kiln.toml"),
-        &std::fs::read_to_string(t.join("kiln.toml"))
-            .unwrap()
-            .replace("\"a1\"", "\"v7\""),
-    );
-    let run = publish(
-        t,
-        &["--plain-http", "--revise", "--only", "base"],
-        "2026-12-02T10:00:00Z",
-    );
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stderr.contains("gives tag `v7`, which"),
-        "{}",
-        run.stderr
-    );
+    let mut before = before;
+    before.push("v7".into());
+    before.sort();
+    let run = refused("\"a1\"", "\"v7\"", "gives tag `v7`, which");
     assert!(run.stderr.contains("already has"), "{}", run.stderr);
     assert_eq!(tags(&reg, "kiln/base"), before, "nothing was pushed");
     // A template error names the variant, the field and the placeholder.
-    write(
-        &t.join("kiln.toml"),
-        &std::fs::read_to_string(t.join("kiln.toml"))
-            .unwrap()
-            .replace("\"v7\"", "\"{nope}\""),
-    );
-    let run = publish(
-        t,
-        &["--plain-http", "--only", "base"],
-        "2026-12-02T10:00:00Z",
-    );
-    assert_eq!(run.code, 2);
+    let run = refused("\"v7\"", "\"{nope}\"", "unknown placeholder `{nope}`");
     let mut settings = crate::filters();
     settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
     settings.bind(|| insta::assert_snapshot!("publish_unknown_placeholder", run.stderr.trim_end()));
@@ -1092,16 +1052,7 @@ impl TokenServer {
     fn start() -> TokenServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path().to_path_buf();
-        let run = |args: &[&str]| {
-            let ok = Command::new("openssl")
-                .args(args)
-                .current_dir(&d)
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl")
-                .success();
-            assert!(ok, "openssl {args:?}");
-        };
+        let run = |args: &[&str]| openssl(&d, args);
         run(&[
             "req",
             "-x509",
