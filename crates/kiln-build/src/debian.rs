@@ -182,6 +182,9 @@ pub fn implied_packages(settings: &kiln_config::ImageSettings) -> Vec<String> {
         out.push(kernel_package(&settings.arch));
         out.push("initramfs-tools".to_owned());
     }
+    if settings.netboot {
+        out.push(kiln_config::netboot::PACKAGE.to_owned());
+    }
     for output in &settings.outputs {
         let OutputOptions::Disk(disk) = &output.options else {
             continue;

@@ -318,8 +318,16 @@ pub(crate) fn build(
     let entries = entries
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let finished_entries = entries.clone();
+    let finished_names: std::collections::BTreeSet<String> =
+        entries.iter().map(|e| e.variant.clone()).collect();
     manifest.update(entries);
+    manifest.link_netboot(&netboot_chains(plan));
+    let finished_entries: Vec<VariantEntry> = manifest
+        .variants
+        .iter()
+        .filter(|v| finished_names.contains(&v.variant))
+        .cloned()
+        .collect();
     manifest
         .write(&settings.out_dir)
         .map_err(|error| Error::Io {
@@ -561,6 +569,28 @@ fn stack_of(
 }
 
 /// The ancestors of a variant whose layers it builds on, bottom first.
+/// Each variant's lineage from its netboot base (the nearest ancestor, or
+/// itself, with `netboot` and `kernel`) down to it, by name.
+fn netboot_chains(plan: &Plan) -> Vec<Vec<String>> {
+    (0..plan.variants.len())
+        .filter_map(|id| {
+            let mut chain = plan.ancestry(id);
+            let base = chain.iter().position(|&a| {
+                let s = &plan.variants[a].settings;
+                s.netboot && s.kernel
+            })?;
+            chain.truncate(base + 1);
+            chain.reverse();
+            Some(
+                chain
+                    .into_iter()
+                    .map(|a| plan.variants[a].name.clone())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 fn lower_chain(plan: &Plan, id: usize) -> Vec<usize> {
     let mut chain = plan.ancestry(id);
     chain.remove(0);
@@ -1336,6 +1366,11 @@ fn outputs(ctx: &Ctx<'_>, id: usize) -> Result<(), StepError> {
         build_time: crate::manifest::rfc3339(layer.map_or(0, |l| l.meta.created)),
         artifacts,
         packages,
+        netboot: None,
+        // A test of this very layer still holds.
+        test: previous
+            .filter(|p| p.layer_key == key.to_hex())
+            .and_then(|p| p.test.clone()),
     };
     let distro = match &v.settings.base {
         Base::Bootstrap { suite, .. } => Some(format!("debian-{suite}")),

@@ -57,6 +57,62 @@ pub struct VariantEntry {
     pub artifacts: Vec<ArtifactEntry>,
     /// The Debian packages installed in its root.
     pub packages: Vec<PackageEntry>,
+    /// How it boots over HTTP, when it is a netboot base (`netboot =
+    /// true`, with its squashfs, kernel and initrd) or an overlay over
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netboot: Option<NetbootEntry>,
+    /// The last `kiln test` of this layer (kept while the layer key is
+    /// the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestRecord>,
+}
+
+/// What `kiln test` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestRecord {
+    /// Whether it passed.
+    pub passed: bool,
+    /// `passed`, `failed`, `timed_out`, `ended` or `cancelled`.
+    pub verdict: String,
+    /// How it booted (`bios`, `uefi`, `direct`, `netboot`).
+    pub boot: String,
+    /// How long it took, in milliseconds.
+    pub millis: u64,
+    /// When it ran (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// How a netboot variant boots: the base's kernel and initrd, its
+/// squashfs, and the overlays from the base down to the variant, in the
+/// order the boot script applies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetbootEntry {
+    /// The variant whose squashfs, kernel and initrd it boots.
+    pub base_variant: String,
+    /// The kernel, relative to the output folder.
+    pub kernel: String,
+    /// The initrd, relative to the output folder.
+    pub initrd: String,
+    /// The base squashfs.
+    pub base: NetbootFile,
+    /// The overlays (`overlay.cpio.gz`), base first.
+    pub overlays: Vec<NetbootFile>,
+    /// The kernel command line the boot script reads; its names are
+    /// relative to the output folder, so a boot server adds `kiln.url=`
+    /// (where it serves that folder) and the console.
+    pub cmdline: String,
+}
+
+/// A file the boot script fetches and checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetbootFile {
+    /// Relative to the output folder.
+    pub path: String,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// One artifact.
@@ -123,6 +179,67 @@ impl Manifest {
         }
         self.variants.sort_by(|a, b| a.variant.cmp(&b.variant));
         env!("CARGO_PKG_VERSION").clone_into(&mut self.kiln_version);
+    }
+
+    /// Fills in the netboot entries of `chains`: each is a variant's
+    /// lineage from its netboot base down to it. A variant gets an entry
+    /// when the base has a squashfs, a kernel and an initrd and every
+    /// variant below it an `overlay.cpio.gz`; otherwise it has none.
+    pub fn link_netboot(&mut self, chains: &[Vec<String>]) {
+        for chain in chains {
+            let Some(variant) = chain.last() else {
+                continue;
+            };
+            let entry = self.netboot_of(chain);
+            if let Some(v) = self.variants.iter_mut().find(|v| &v.variant == variant) {
+                v.netboot = entry;
+            }
+        }
+    }
+
+    fn netboot_of(&self, chain: &[String]) -> Option<NetbootEntry> {
+        let (base_name, above) = chain.split_first()?;
+        let base = self.variant(base_name)?;
+        let file = |v: &VariantEntry, format: &str| {
+            v.artifacts
+                .iter()
+                .find(|a| a.format == format)
+                .map(|a| NetbootFile {
+                    path: a.path.clone(),
+                    sha256: a.sha256.clone(),
+                    size: a.size,
+                })
+        };
+        let squashfs = file(base, "squashfs")?;
+        let kernel = file(base, "vmlinuz")?.path;
+        let initrd = file(base, "initrd.img")?.path;
+        let overlays = above
+            .iter()
+            .map(|name| self.variant(name).and_then(|v| file(v, "overlay.cpio.gz")))
+            .collect::<Option<Vec<_>>>()?;
+        let mut cmdline = format!(
+            "boot={} kiln.base={} kiln.base.sha256={}",
+            kiln_config::netboot::BOOT,
+            squashfs.path,
+            squashfs.sha256
+        );
+        if !overlays.is_empty() {
+            let list =
+                |f: fn(&NetbootFile) -> &str| overlays.iter().map(f).collect::<Vec<_>>().join(",");
+            cmdline.push_str(&format!(
+                " kiln.overlay={} kiln.overlay.sha256={}",
+                list(|o| &o.path),
+                list(|o| &o.sha256)
+            ));
+        }
+        Some(NetbootEntry {
+            base_variant: base_name.clone(),
+            kernel,
+            initrd,
+            base: squashfs,
+            overlays,
+            cmdline,
+        })
     }
 
     /// Writes it to `out_dir` atomically.
@@ -280,6 +397,8 @@ mod tests {
             epoch: 0,
             sbom: None,
             build_time: String::new(),
+            netboot: None,
+            test: None,
             artifacts: vec![ArtifactEntry {
                 name: String::new(),
                 revision,

@@ -13,6 +13,7 @@
 pub mod diagnostic;
 pub mod interpolate;
 pub mod merge;
+pub mod netboot;
 pub mod output;
 pub mod reference;
 pub mod schema;

@@ -98,6 +98,17 @@ const CLEANUP_FIELDS: &[Field] = &[
     f("ssh_host_keys", Shape::Bool),
 ];
 
+/// How `kiln test` boots an image.
+pub const TEST_BOOTS: &[&str] = &["bios", "uefi", "direct", "netboot"];
+
+const TEST_FIELDS: &[Field] = &[
+    f("boot", Shape::OneOf(TEST_BOOTS)),
+    f("timeout", Shape::Duration),
+    f("expect", Shape::String),
+    f("script", Shape::String),
+    f("memory", Shape::String),
+];
+
 const CONTAINER_FIELDS: &[Field] = &[
     f("entrypoint", Shape::StringList),
     f("cmd", Shape::StringList),
@@ -138,11 +149,13 @@ pub(crate) const IMAGE_FIELDS: &[Field] = &[
     f("cleanup", Shape::Table(CLEANUP_FIELDS)),
     f("outputs", Shape::Outputs),
     f("kernel", Shape::Bool),
+    f("netboot", Shape::Bool),
     f("container", Shape::Table(CONTAINER_FIELDS)),
     f("labels", Shape::StringMap { env_names: false }),
     f("exclude", Shape::StringList),
     f("timeout", Shape::Duration),
     f("publish", Shape::Table(PUBLISH_FIELDS)),
+    f("test", Shape::Table(TEST_FIELDS)),
 ];
 
 /// Keys of a fragment that steer the matrix rather than configure an image.

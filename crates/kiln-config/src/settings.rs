@@ -254,6 +254,9 @@ pub struct ImageSettings {
     pub outputs: Vec<OutputSpec>,
     /// Install a kernel and write it out.
     pub kernel: bool,
+    /// Boot into RAM over HTTP: kiln's boot script in the initramfs
+    /// ([`crate::netboot`]).
+    pub netboot: bool,
     /// How an OCI image of it runs.
     pub container: Container,
     /// Image labels.
@@ -263,7 +266,30 @@ pub struct ImageSettings {
     pub timeout: Option<std::time::Duration>,
     /// Where `kiln publish` pushes it.
     pub publish: Publish,
+    /// How `kiln test` boots and checks it; not part of its digest.
+    pub test: Option<TestSpec>,
 }
+
+/// `[test]`: how `kiln test` boots a variant and what proves it works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestSpec {
+    /// `bios`, `uefi`, `direct` or `netboot`.
+    pub boot: String,
+    /// How long the boot and the script may take.
+    pub timeout: std::time::Duration,
+    /// The console line that says the system is up.
+    pub expect: Option<String>,
+    /// A script run inside the booted guest (relative to the tree's
+    /// root); its exit status is the verdict.
+    pub script: Option<String>,
+    /// The guest's memory (`2G`, `1024M`).
+    pub memory: Option<String>,
+    /// Where the table was written.
+    pub origin: crate::Origin,
+}
+
+/// The time a `[test]` without a `timeout` may take.
+pub const DEFAULT_TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The default architecture.
 pub const DEFAULT_ARCH: &str = "amd64";
@@ -416,6 +442,10 @@ pub fn read_settings(
             .get("kernel")
             .and_then(|e| e.value.as_bool())
             .unwrap_or(false),
+        netboot: t
+            .get("netboot")
+            .and_then(|e| e.value.as_bool())
+            .unwrap_or(false),
         container: t
             .get("container")
             .and_then(|e| e.value.as_table())
@@ -448,7 +478,40 @@ pub fn read_settings(
                 }
             })
             .unwrap_or_default(),
+        test: t.get("test").and_then(|e| {
+            let table = e.value.as_table()?;
+            let text = |k: &str| {
+                table
+                    .get(k)
+                    .and_then(|e| e.value.as_str())
+                    .map(str::to_string)
+            };
+            Some(TestSpec {
+                boot: text("boot").unwrap_or_else(|| "direct".to_owned()),
+                timeout: text("timeout")
+                    .and_then(|t| crate::schema::parse_duration(&t))
+                    .unwrap_or(DEFAULT_TEST_TIMEOUT),
+                expect: text("expect"),
+                script: text("script"),
+                memory: text("memory"),
+                origin: e.value.origin.clone(),
+            })
+        }),
     };
+    if settings.netboot && !settings.kernel {
+        if let Some(n) = t.get("netboot") {
+            diags.push(
+                Diagnostic::at(
+                    &n.value.origin,
+                    "a netboot image boots its own kernel and initrd, and this image has none",
+                    "here",
+                )
+                .with_help(
+                    "set `kernel = true` too: the initrd kiln builds carries the netboot script",
+                ),
+            );
+        }
+    }
     if !settings.kernel {
         let disks = t.get("outputs").and_then(|e| e.value.as_array());
         for item in disks.into_iter().flatten() {

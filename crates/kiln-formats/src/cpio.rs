@@ -113,17 +113,7 @@ impl Writer for CpioWriter {
             }
             pad4(&mut w).map_err(wr)?;
         }
-        let trailer = Header {
-            ino: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            mtime: 0,
-            size: 0,
-            rdev: (0, 0),
-        };
-        write_header(&mut w, &trailer, b"TRAILER!!!").map_err(wr)?;
+        write_header(&mut w, &TRAILER, b"TRAILER!!!").map_err(wr)?;
         // Pad to 512 bytes as cpio does; the kernel skips zeros between
         // archives.
         let rest = (512 - w.n % 512) % 512;
@@ -131,6 +121,18 @@ impl Writer for CpioWriter {
         w.inner.finish().map_err(wr)
     }
 }
+
+/// The header of the archive's last entry, `TRAILER!!!`.
+const TRAILER: Header = Header {
+    ino: 0,
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    nlink: 1,
+    mtime: 0,
+    size: 0,
+    rdev: (0, 0),
+};
 
 struct Header {
     ino: u32,
@@ -169,4 +171,53 @@ fn write_header(w: &mut Counting, h: &Header, name: &[u8]) -> io::Result<()> {
 fn pad4(w: &mut Counting) -> io::Result<()> {
     let rest = (4 - w.n % 4) % 4;
     w.write_all(&[0u8; 4][..rest as usize])
+}
+
+/// One entry of [`small_cpio_gz`].
+#[derive(Debug, Clone)]
+pub enum SmallEntry {
+    /// A directory with its mode.
+    Dir(String, u32),
+    /// A file with its mode and bytes.
+    File(String, u32, Vec<u8>),
+    /// A symbolic link and its target.
+    Symlink(String, String),
+}
+
+/// A gzip-compressed newc archive of a few entries, owned by root, dated
+/// `mtime`: what `kiln test` adds to a netboot guest as one more overlay.
+/// Parents come before their content as listed.
+pub fn small_cpio_gz(entries: &[SmallEntry], mtime: u32, dest: &Path) -> io::Result<()> {
+    let file = File::create(dest)?;
+    let mut w = Counting {
+        inner: compressed(file, Compression::Gzip { level: 9 }, 1)?,
+        n: 0,
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        let (name, mode, body): (&str, u32, &[u8]) = match entry {
+            SmallEntry::Dir(name, mode) => (name, 0o040_000 | mode, &[]),
+            SmallEntry::File(name, mode, bytes) => (name, 0o100_000 | mode, bytes),
+            SmallEntry::Symlink(name, target) => (name, 0o120_777, target.as_bytes()),
+        };
+        let size = u32::try_from(body.len()).map_err(io::Error::other)?;
+        let header = Header {
+            ino: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            mode,
+            uid: 0,
+            gid: 0,
+            nlink: if matches!(entry, SmallEntry::Dir(..)) {
+                2
+            } else {
+                1
+            },
+            mtime,
+            size,
+            rdev: (0, 0),
+        };
+        write_header(&mut w, &header, name.as_bytes())?;
+        w.write_all(body)?;
+        pad4(&mut w)?;
+    }
+    write_header(&mut w, &TRAILER, b"TRAILER!!!")?;
+    w.inner.finish()
 }

@@ -37,7 +37,7 @@
 
 mod civil;
 mod compress;
-mod cpio;
+pub mod cpio;
 mod disk;
 mod error;
 mod ext4;

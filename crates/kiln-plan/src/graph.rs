@@ -359,12 +359,26 @@ fn digest_of(tree: &Tree, v: &Expanded, parent: Option<InputDigest>) -> InputDig
         e.str(k);
     });
     e.field("config");
-    // How long a build may take, and where it is published, is not what
-    // it builds: a new `timeout` or `publish` keeps the layer.
+    // How long a build may take, where it is published and how it is
+    // tested is not what it builds: a new `timeout`, `publish` or `test`
+    // keeps the layer.
     let mut config = v.config.clone();
     config.shift_remove("timeout");
     config.shift_remove("publish");
+    config.shift_remove("test");
+    let netboot = config
+        .get("netboot")
+        .is_some_and(|n| n.value.as_bool() == Some(true));
     e.table(&config);
+    if netboot {
+        // What `netboot = true` writes into the root is part of it.
+        e.field("netboot");
+        e.list(kiln_config::netboot::FILES, |e, (path, mode, text)| {
+            e.str(path);
+            e.u64(u64::from(*mode));
+            e.str(text);
+        });
+    }
     e.field("sources");
     e.list(&tree.sources, |e, s| {
         e.str(s.distribution.name());

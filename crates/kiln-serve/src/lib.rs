@@ -93,7 +93,7 @@ pub fn serve(mut config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> Re
         let s = Arc::clone(&shared);
         axum::serve(listener, api::router(Arc::clone(&shared)))
             .with_graceful_shutdown(async move {
-                shutdown_signal().await;
+                kiln_boot::server::shutdown_signal().await;
                 s.draining.store(true, Ordering::SeqCst);
                 // Cancel now, not after the last connection closed: the
                 // open SSE streams of running jobs end with their jobs.
@@ -129,20 +129,6 @@ fn cancel_all(shared: &runner::Shared) {
         .values()
     {
         token.cancel_with("interrupted");
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 

@@ -217,6 +217,179 @@ pub enum Command {
     ///   kiln lifecycle prune --dry-run
     #[command(subcommand, after_help = PUBLISH_EXIT_CODES, verbatim_doc_comment)]
     Lifecycle(LifecycleCommand),
+
+    /// Serve the built artifacts for network boot: files and iPXE scripts.
+    ///
+    /// Serves the tree's output folder over HTTP (range requests included)
+    /// at `/boot/files/`, and writes one iPXE script per bootable variant:
+    /// `/boot/VARIANT.ipxe` boots a netboot variant (`netboot = true`, or an
+    /// overlay over one) with its base's kernel and initrd and a command
+    /// line naming the squashfs and overlays with their SHA-256s, which the
+    /// initrd fetches, checks and mounts in RAM; a variant with a raw disk
+    /// is booted with iPXE's `sanboot`. `/boot/menu.ipxe` lists them all.
+    /// The manifest is read at each request: a new build is served at once.
+    ///
+    /// Point a DHCP server's boot file (or iPXE's `chain`) at
+    /// `http://HOST:8471/boot/menu.ipxe`. The scripts' URLs use the host
+    /// the client asked for, or `--url`.
+    ///
+    /// Examples:
+    ///   kiln boot-server                        the tree here, on 127.0.0.1:8471
+    ///   kiln boot-server mytree --listen 0.0.0.0:8471 --url http://10.0.0.5:8471
+    ///   curl http://127.0.0.1:8471/boot/web.ipxe
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
+    #[allow(clippy::doc_markdown)]
+    BootServer(BootServerArgs),
+
+    /// Boot a variant in QEMU, its serial console on this terminal.
+    ///
+    /// Boots what the variant's last build wrote: a netboot variant
+    /// through a boot server kiln starts on loopback and QEMU's iPXE (the
+    /// initrd fetches the squashfs and overlays over HTTP and checks
+    /// them), else its qcow2 or raw disk (SeaBIOS, or OVMF with
+    /// `--firmware uefi`; opened with `snapshot=on`, so the artifact is
+    /// never written). KVM when /dev/kvm works, TCG otherwise (slow).
+    /// QEMU's user network is `restrict=on`: the guest reaches the boot
+    /// server and nothing else. Quit with Ctrl-A X.
+    ///
+    /// Examples:
+    ///   kiln boot web examples/netboot         netboot into RAM over HTTP
+    ///   kiln boot vm-bookworm-uefi examples/cloud --firmware uefi
+    ///   kiln boot vm examples/cloud -- -display gtk   more QEMU arguments
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
+    #[allow(clippy::doc_markdown)]
+    Boot(BootArgs),
+
+    /// Boot the selected variants headless and check that they work.
+    ///
+    /// Builds what is missing first. Each variant with a `[test]` table is
+    /// booted as it says (`boot = "netboot" | "bios" | "uefi"`), kiln
+    /// waits for its `expect` line on the console, then for its `script`
+    /// (a file of the tree, run inside the guest once `multi-user.target`
+    /// is reached; its exit status is the verdict), all within `timeout`
+    /// (default 5m). The results go into each variant's manifest entry;
+    /// a failure shows the console's last lines.
+    ///
+    ///   [test]
+    ///   boot = "netboot"
+    ///   expect = "kiln-netboot-web: root on overlay"
+    ///   script = "tests/web.sh"
+    ///   timeout = "4m"
+    ///
+    /// Examples:
+    ///   kiln test examples/netboot             every variant with a [test]
+    ///   kiln test --only web --json            machine-readable
+    ///   kiln test --parallel 2                 two guests at once
+    #[command(after_help = TEST_EXIT_CODES, verbatim_doc_comment)]
+    Test(TestArgs),
+
+    /// Copy stdin to a TCP connection and the connection to stdout: what
+    /// QEMU's `guestfwd=...-cmd:` runs per guest connection to reach a
+    /// server on loopback.
+    #[command(hide = true, name = "connect-stdio")]
+    ConnectStdio {
+        /// The address to connect to.
+        addr: std::net::SocketAddr,
+    },
+}
+
+const TEST_EXIT_CODES: &str = "\
+Exit codes:
+  0  every test passed
+  1  a test failed or timed out, or the build failed
+  2  bad usage or configuration (no variant has a [test], a script is missing)
+  130  interrupted";
+
+/// `kiln boot`.
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// The variant to boot.
+    pub variant: String,
+
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// The firmware for a disk [default: uefi for a UEFI-only disk, else bios].
+    #[arg(long, value_enum, value_name = "FIRMWARE")]
+    pub firmware: Option<FirmwareArg>,
+
+    /// Boot over the network through a boot server on loopback (the
+    /// default for a netboot variant without a disk).
+    #[arg(long)]
+    pub netboot: bool,
+
+    /// The guest's memory.
+    #[arg(long, default_value = "2G", value_name = "SIZE")]
+    pub memory: String,
+
+    /// The guest's processors.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub cpus: u32,
+
+    /// More QEMU arguments, after `--`.
+    #[arg(last = true, value_name = "QEMU ARGS")]
+    pub qemu_args: Vec<String>,
+}
+
+/// A firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FirmwareArg {
+    /// `SeaBIOS`.
+    Bios,
+    /// OVMF.
+    Uefi,
+}
+
+/// `kiln test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+
+    /// How many guests run at once.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub parallel: usize,
+
+    /// Print JSON: `{"tests": [...], "passed": N, "failed": N}`.
+    #[arg(long)]
+    pub json: bool,
+
+    /// How the build shows progress on stderr (as `kiln build --progress`).
+    #[arg(long, value_enum, default_value_t = Progress::Auto, value_name = "MODE")]
+    pub progress: Progress,
+}
+
+/// `kiln boot-server`.
+#[derive(Debug, Args)]
+pub struct BootServerArgs {
+    /// The tree's root folder (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Where to listen (loopback unless you say otherwise).
+    #[arg(long, default_value = "127.0.0.1:8471", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+
+    /// The URL clients reach this server at, for the scripts [default: the
+    /// request's Host].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Console arguments for the kernel command line.
+    #[arg(long, default_value = kiln_boot::server::DEFAULT_CONSOLE, value_name = "ARGS")]
+    pub console: String,
+
+    /// More kernel arguments (e.g. `kiln.on_fail=reboot kiln.syslog=10.0.0.5`).
+    #[arg(long, default_value = "", value_name = "ARGS")]
+    pub cmdline: String,
 }
 
 const PUBLISH_EXIT_CODES: &str = "\

@@ -3,6 +3,7 @@
 //! This is the only crate that prints or exits; libraries return values and
 //! diagnostics.
 
+mod boot_cmd;
 mod build_cmd;
 mod cli;
 mod flist_cmd;
@@ -56,7 +57,10 @@ fn main() -> ExitCode {
     // over its subordinate ids (as mmdebstrap's unshare mode does).
     if matches!(
         cli.command,
-        cli::Command::Build(_) | cli::Command::Store(_) | cli::Command::Publish(_)
+        cli::Command::Build(_)
+            | cli::Command::Store(_)
+            | cli::Command::Publish(_)
+            | cli::Command::Test(_)
     ) {
         if let Some(code) = userns::reexec_if_unprivileged() {
             return code;
@@ -67,7 +71,7 @@ fn main() -> ExitCode {
     // thread exists (the Ctrl-C handler below starts one).
     if matches!(
         cli.command,
-        cli::Command::Build(_) | cli::Command::Publish(_)
+        cli::Command::Build(_) | cli::Command::Publish(_) | cli::Command::Test(_)
     ) {
         if let Err(e) = kiln_layers::private_mount_namespace() {
             let _ = writeln!(
@@ -103,6 +107,10 @@ fn main() -> ExitCode {
         cli::Command::Publish(args) => publish_cmd::run_publish(args, style, &cancel),
         cli::Command::Images(args) => publish_cmd::run_images(args, style),
         cli::Command::Lifecycle(cmd) => publish_cmd::run_lifecycle(cmd, style),
+        cli::Command::BootServer(args) => boot_cmd::run_boot_server(args, style),
+        cli::Command::ConnectStdio { addr } => boot_cmd::connect_stdio(*addr),
+        cli::Command::Boot(args) => boot_cmd::run_boot(args, style),
+        cli::Command::Test(args) => boot_cmd::run_test(args, style, &cancel),
     };
     match result {
         Ok(text) => {

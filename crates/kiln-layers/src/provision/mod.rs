@@ -56,6 +56,10 @@ pub struct ProvisionReport {
 /// steps, in this order, each skipped when it has nothing to do (`cleanup`
 /// always runs):
 ///
+/// 0. `netboot` (with `netboot = true`): kiln's boot script, its DHCP
+///    hook and the initramfs-tools hook and setting it needs
+///    ([`kiln_config::netboot::FILES`]), before `rootfs`, which may
+///    replace them.
 /// 1. `rootfs`: the `rootfs` folder copied into the root. Files and
 ///    symbolic links (kept as links) replace what is there, owned
 ///    root:root with their modes; missing directories are created with
@@ -177,6 +181,18 @@ pub fn provision(
         }
     };
 
+    if settings.netboot {
+        step("netboot", &mut |log| {
+            for (path, mode, text) in kiln_config::netboot::FILES {
+                if let Some((dir, _)) = path.rsplit_once('/') {
+                    root.create_dirs(dir, 0o755)?;
+                }
+                root.write(path, *mode, (0, 0), text.as_bytes())?;
+                log(&format!("/{path} ({mode:04o})"));
+            }
+            Ok(())
+        })?;
+    }
     if let Some(rootfs) = &settings.rootfs {
         step("rootfs", &mut |log| {
             files::copy_tree(&root, inputs, rootfs, log)

@@ -65,6 +65,8 @@ pub(crate) fn settings() -> ImageSettings {
         },
         outputs: Vec::new(),
         kernel: false,
+        netboot: false,
+        test: None,
         container: kiln_config::settings::Container::default(),
         labels: BTreeMap::new(),
         timeout: None,

@@ -346,3 +346,29 @@ fn outputs_the_variant_cannot_have_fail_at_plan() {
     );
     insta::assert_snapshot!(err);
 }
+
+#[test]
+fn netboot_needs_a_kernel_and_test_fields_are_checked() {
+    let err = fail(
+        &[
+            ("kiln.toml", &root("")),
+            (
+                "base/image.toml",
+                "from = \"debian:bookworm\"\nnetboot = true\n\n[test]\nboot = \"pxe\"\ntimeout = \"soon\"\n",
+            ),
+        ],
+        &[],
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn kiln_test_without_a_test_table_says_how_to_add_one() {
+    let tree = TestTree::new(&[
+        ("kiln.toml", &root("")),
+        ("base/image.toml", "from = \"debian:bookworm\"\n"),
+    ]);
+    let run = kiln(tree.path(), &["test", "."]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    insta::assert_snapshot!(run.stderr);
+}

@@ -1,13 +1,12 @@
 //! The bundled examples for the three ways people use image builders,
 //! built end to end and checked with the field's own tools: `netboot`
-//! (squashfs, overlays, kernel and initrd), `cloud` (disks that boot, in
+//! (squashfs, overlays, kernel and initrd; in `netboot.rs`), `cloud` (disks that boot, in
 //! QEMU, directly, with `SeaBIOS` and with UEFI) and `microvm` (flist and
 //! OCI layout). Root and the Debian archive are needed (skipped with
 //! `KILN_SKIP_NETWORK_TESTS=1`); the boot tests need `qemu-system-x86_64`
 //! (and OVMF for UEFI).
 
 use std::fs;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,12 +16,12 @@ use crate::{have, kiln, skip_end_to_end};
 /// The examples' builds share one package cache (not the reproducibility
 /// test's, which starts from nothing): the same packages are not fetched
 /// and unpacked for every example.
-fn shared_cache() -> PathBuf {
+pub fn shared_cache() -> PathBuf {
     std::env::temp_dir().join("kiln-test-examples-cache")
 }
 
 /// Builds the tree at `dir` with `extra` arguments; returns the manifest.
-fn build(dir: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
+pub fn build(dir: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["build", ".", "--cache-dir", cache.to_str().expect("utf-8")];
     args.extend(extra);
     let run = kiln(dir, &args);
@@ -32,7 +31,7 @@ fn build(dir: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
 }
 
 /// The file of `variant`'s artifact in `format`.
-fn artifact(dir: &Path, m: &serde_json::Value, variant: &str, format: &str) -> PathBuf {
+pub fn artifact(dir: &Path, m: &serde_json::Value, variant: &str, format: &str) -> PathBuf {
     let v = m["variants"]
         .as_array()
         .expect("variants")
@@ -50,7 +49,7 @@ fn artifact(dir: &Path, m: &serde_json::Value, variant: &str, format: &str) -> P
     path
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -59,114 +58,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[test]
-fn netboot_example_gives_a_squashfs_two_overlays_a_kernel_and_an_initrd() {
-    if skip_end_to_end() || !have("unsquashfs") || !have("cpio") {
-        return;
-    }
-    let tree = crate::example_copy("netboot");
-    let dir = tree.path();
-    let m = build(dir, &shared_cache(), &["--parallel", "2"]);
-    let squashfs = artifact(dir, &m, "base", "squashfs");
-    let listing = run(Command::new("unsquashfs").arg("-lls").arg(&squashfs));
-    assert!(listing.contains("/usr/lib/systemd/systemd"), "{listing}");
-    run(Command::new("unsquashfs").arg("-stat").arg(&squashfs));
-    // The kernel and its initrd, beside the squashfs.
-    let kernel = artifact(dir, &m, "base", "vmlinuz");
-    let description = run(Command::new("file").arg("-b").arg(&kernel));
-    assert!(
-        description.contains("Linux kernel x86 boot executable"),
-        "{description}"
-    );
-    let initrd = artifact(dir, &m, "base", "initrd.img");
-    let mut magic = [0u8; 6];
-    fs::File::open(&initrd)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .expect("initrd");
-    // An early microcode cpio or a compressed one: either starts an
-    // initramfs the kernel unpacks.
-    assert!(
-        magic == *b"070701" || magic[..4] == [0x28, 0xb5, 0x2f, 0xfd] || magic[..2] == [0x1f, 0x8b],
-        "{magic:?}"
-    );
-    // Each overlay holds its role and nothing of the base.
-    for (role, own) in [("web", "usr/sbin/nginx"), ("tools", "usr/bin/jq")] {
-        let overlay = artifact(dir, &m, role, "overlay.cpio.gz");
-        let names = run(Command::new("sh").arg("-c").arg(format!(
-            "gzip -dc '{}' | cpio -it --quiet",
-            overlay.display()
-        )));
-        assert!(names.lines().any(|l| l == own), "{role}: {names}");
-        assert!(
-            !names.lines().any(|l| l == "usr/lib/systemd/systemd"),
-            "{role} holds base files"
-        );
-        let size = fs::metadata(&overlay).expect("overlay").len();
-        assert!(
-            size * 10 < fs::metadata(&squashfs).expect("squashfs").len(),
-            "{role}'s overlay is not small: {size} bytes"
-        );
-    }
-    // The web role's nginx is enabled in its overlay.
-    let overlay = artifact(dir, &m, "web", "overlay.cpio.gz");
-    let names = run(Command::new("sh").arg("-c").arg(format!(
-        "gzip -dc '{}' | cpio -it --quiet",
-        overlay.display()
-    )));
-    assert!(
-        names
-            .lines()
-            .any(|l| l == "etc/systemd/system/multi-user.target.wants/nginx.service"),
-        "{names}"
-    );
-    // The initrd was rebuilt with the example's boot script (kiln's
-    // `initramfs` step, because rootfs/ changed /etc/initramfs-tools).
-    if have("lsinitramfs") {
-        let listing = run(Command::new("lsinitramfs").arg(&initrd));
-        for own in ["scripts/kiln-netboot", "usr/bin/busybox"] {
-            assert!(listing.lines().any(|l| l == own), "{own}:\n{listing}");
-        }
-    }
-    if !have("qemu-system-x86_64") {
-        return;
-    }
-    // Boot into RAM as a boot server would hand it out: the kernel, its
-    // initrd, and the squashfs and the web role's archive as one more
-    // (uncompressed newc) initrd the kernel unpacks after it, the way iPXE
-    // passes extra files.
-    let scratch = tempfile::tempdir().expect("temp");
-    let extra = scratch.path().join("extra");
-    fs::create_dir_all(extra.join("netboot")).expect("mkdir");
-    fs::copy(&squashfs, extra.join("netboot/base.squashfs")).expect("copy");
-    fs::copy(&overlay, extra.join("netboot/web.cpio.gz")).expect("copy");
-    let combined = scratch.path().join("initrd-netboot");
-    run(Command::new("sh").arg("-c").arg(format!(
-        "cp '{initrd}' '{out}' && cd '{extra}' && find netboot | cpio -o -H newc --quiet >> '{out}'",
-        initrd = initrd.display(),
-        out = combined.display(),
-        extra = extra.display(),
-    )));
-    let mut guest = Guest::start_with(
-        "2048",
-        &[
-            "-kernel",
-            kernel.to_str().expect("utf-8"),
-            "-initrd",
-            combined.to_str().expect("utf-8"),
-            "-append",
-            "boot=kiln-netboot console=ttyS0 panic=-1",
-        ],
-        &scratch.path().join("netboot.log"),
-    );
-    let took = guest
-        .wait_for(
-            "kiln-netboot-web: root on overlay, nginx active, page: <h1>served from RAM</h1>",
-            Duration::from_secs(150),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    note_boot("netboot into RAM", took);
 }
 
 #[test]
@@ -270,7 +161,7 @@ impl Drop for Guest {
     }
 }
 
-fn tail(console: &[u8]) -> String {
+pub fn tail(console: &[u8]) -> String {
     let text = String::from_utf8_lossy(console);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
@@ -475,7 +366,7 @@ fn cloud_example_disks_are_valid_and_boot() {
 }
 
 /// Says how long a boot took (visible with `--nocapture`).
-fn note_boot(what: &str, took: Duration) {
+pub fn note_boot(what: &str, took: Duration) {
     #[allow(clippy::print_stderr)]
     {
         eprintln!("{what}: marker after {:.0} s", took.as_secs_f64());

@@ -9,6 +9,7 @@ mod examples;
 mod init;
 mod layers;
 mod monitor;
+mod netboot;
 mod outputs;
 mod plan;
 mod progress;

@@ -240,7 +240,11 @@ fn json_of(run: &Run) -> Value {
 fn built_tree() -> &'static Path {
     static TREE: OnceLock<PathBuf> = OnceLock::new();
     TREE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir").keep();
+        // One fixed folder, replaced by each run (a kept temporary folder
+        // would stay behind after every run).
+        let dir = std::env::temp_dir().join("kiln-test-publish-tree");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
         write(
             &dir.join("kiln.toml"),
             "[output]\ndir = \"out\"\n\n[defaults]\noutputs = [\"oci\", \"squashfs\"]\n",
@@ -268,14 +272,23 @@ fn built_tree() -> &'static Path {
 /// `[defaults.publish]` points at `registry`.
 fn tree_for(registry: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(built_tree().join("."))
-        .arg(dir.path())
-        .status()
-        .expect("cp")
-        .success();
-    assert!(ok);
+    // The tree is copied; its cache (packages, store) is hard-linked, not
+    // copied: every file there is written once, through a rename, so the
+    // copies share it safely, and eight tests do not need eight copies
+    // of the store on the disk.
+    let built = built_tree();
+    for entry in std::fs::read_dir(built).expect("built tree") {
+        let path = entry.expect("entry").path();
+        let link = path.file_name().is_some_and(|n| n == ".cache");
+        let ok = Command::new("cp")
+            .arg(if link { "-al" } else { "-a" })
+            .arg(&path)
+            .arg(dir.path())
+            .status()
+            .expect("cp")
+            .success();
+        assert!(ok, "cp {}", path.display());
+    }
     let toml = std::fs::read_to_string(dir.path().join("kiln.toml")).expect("kiln.toml");
     write(
         &dir.path().join("kiln.toml"),

@@ -1,0 +1,593 @@
+//! The boot server: a tree's output folder over HTTP (range requests, so
+//! iPXE's `sanboot` and resumed downloads work) and one generated iPXE
+//! script per bootable variant.
+//!
+//! - `GET /boot/menu.ipxe`: a menu of every bootable variant;
+//! - `GET /boot/{variant}.ipxe`: a netboot variant's kernel, initrd and
+//!   command line (the manifest's, with `kiln.url=` and the console
+//!   added), or `sanboot` of a variant's raw disk;
+//! - `GET /boot/files/{path}`: the output folder.
+//!
+//! The manifest is read at each request, so a new build is served at once.
+//! URLs in the scripts start with the request's `Host` (what iPXE asked
+//! for), unless the server was given a public URL.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kiln_build::manifest::{Manifest, VariantEntry};
+use tower::ServiceExt as _;
+
+use crate::error::Error;
+
+/// An HTTP error: its status and `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The console arguments a boot script adds to the kernel command line
+/// when none are given: the screen and the first serial port (the last
+/// one named is `/dev/console`).
+pub const DEFAULT_CONSOLE: &str = "console=tty0 console=ttyS0,115200";
+
+/// What a boot server serves and how its scripts address it.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// The output folder (with `manifest.json`).
+    pub out_dir: PathBuf,
+    /// The URL the scripts use for the server (`http://host:port`); `None`:
+    /// the request's `Host`.
+    pub public_url: Option<String>,
+    /// Console arguments for the kernel command line.
+    pub console: String,
+    /// More kernel arguments, after the manifest's.
+    pub extra_cmdline: String,
+    /// Overlays applied after a netboot variant's own (served from
+    /// `extra_dir` at `/boot/extra/NAME`): `kiln test` adds its script so.
+    pub extra_overlays: Vec<ExtraOverlay>,
+    /// The folder `/boot/extra/` serves.
+    pub extra_dir: Option<PathBuf>,
+}
+
+/// An overlay a boot server adds to every netboot variant.
+#[derive(Debug, Clone)]
+pub struct ExtraOverlay {
+    /// Its file name in [`BootOptions::extra_dir`].
+    pub name: String,
+    /// Its SHA-256.
+    pub sha256: String,
+}
+
+impl BootOptions {
+    /// Serving `out_dir`, addressed by the request's host, with the
+    /// default console.
+    #[must_use]
+    pub fn new(out_dir: PathBuf) -> BootOptions {
+        BootOptions {
+            out_dir,
+            public_url: None,
+            console: DEFAULT_CONSOLE.to_owned(),
+            extra_cmdline: String::new(),
+            extra_overlays: Vec::new(),
+            extra_dir: None,
+        }
+    }
+}
+
+/// How a variant boots from the boot server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootable {
+    /// Its base's kernel and initrd, fetching the squashfs and overlays.
+    Netboot,
+    /// Its raw disk, with iPXE's `sanboot` over HTTP.
+    Disk(String),
+}
+
+/// How `entry` boots from a boot server, if it does.
+#[must_use]
+pub fn bootable(entry: &VariantEntry) -> Option<Bootable> {
+    if entry.netboot.is_some() {
+        return Some(Bootable::Netboot);
+    }
+    entry
+        .artifacts
+        .iter()
+        .find(|a| a.format == "raw")
+        .map(|a| Bootable::Disk(a.path.clone()))
+}
+
+/// The kernel command line of a netboot variant whose server is at `url`
+/// (no trailing `/`): the base and overlays of its manifest entry, with
+/// their SHA-256s, relative to `kiln.url=` (where the output folder is
+/// served), then the `options`' own overlays, console and arguments.
+#[must_use]
+pub fn netboot_cmdline(entry: &VariantEntry, url: &str, options: &BootOptions) -> Option<String> {
+    let n = entry.netboot.as_ref()?;
+    let mut line = format!(
+        "boot={} kiln.url={url}/boot/files kiln.base={} kiln.base.sha256={}",
+        kiln_config::netboot::BOOT,
+        n.base.path,
+        n.base.sha256
+    );
+    let mut overlays: Vec<(String, &str)> = n
+        .overlays
+        .iter()
+        .map(|o| (o.path.clone(), o.sha256.as_str()))
+        .collect();
+    for extra in &options.extra_overlays {
+        overlays.push((
+            format!("{url}/boot/extra/{}", extra.name),
+            extra.sha256.as_str(),
+        ));
+    }
+    if !overlays.is_empty() {
+        let names: Vec<&str> = overlays.iter().map(|o| o.0.as_str()).collect();
+        let shas: Vec<&str> = overlays.iter().map(|o| o.1).collect();
+        line.push_str(&format!(
+            " kiln.overlay={} kiln.overlay.sha256={}",
+            names.join(","),
+            shas.join(",")
+        ));
+    }
+    for part in [&options.console, &options.extra_cmdline] {
+        if !part.trim().is_empty() {
+            line.push(' ');
+            line.push_str(part.trim());
+        }
+    }
+    Some(line)
+}
+
+/// The iPXE script of `entry`, for a server at `url` (no trailing `/`).
+#[must_use]
+pub fn ipxe_script(entry: &VariantEntry, url: &str, options: &BootOptions) -> Option<String> {
+    let files = format!("{url}/boot/files");
+    match bootable(entry)? {
+        Bootable::Netboot => {
+            let n = entry.netboot.as_ref()?;
+            // BOOTIF tells the initrd which interface iPXE booted from.
+            let cmdline = format!(
+                "{} BOOTIF=01-${{netX/mac:hexhyp}}",
+                netboot_cmdline(entry, url, options)?
+            );
+            Some(format!(
+                "#!ipxe\n\
+                 # kiln: {variant} boots {base}'s kernel; its initrd fetches the squashfs and {count} overlay(s) over HTTP and checks their SHA-256.\n\
+                 echo kiln: booting {variant}\n\
+                 kernel {files}/{kernel} initrd=initrd.img {cmdline}\n\
+                 initrd --name initrd.img {files}/{initrd}\n\
+                 boot\n",
+                variant = entry.variant,
+                base = n.base_variant,
+                count = n.overlays.len(),
+                kernel = n.kernel,
+                initrd = n.initrd,
+            ))
+        }
+        Bootable::Disk(path) => Some(format!(
+            "#!ipxe\n\
+             # kiln: {variant}'s raw disk, booted over HTTP (range requests).\n\
+             echo kiln: booting {variant} from its disk\n\
+             sanboot --no-describe {files}/{path}\n",
+            variant = entry.variant,
+        )),
+    }
+}
+
+/// `menu.ipxe`: every bootable variant of `manifest`.
+#[must_use]
+pub fn ipxe_menu(manifest: &Manifest, url: &str) -> String {
+    let listed: Vec<&VariantEntry> = manifest
+        .variants
+        .iter()
+        .filter(|v| bootable(v).is_some())
+        .collect();
+    let mut out = String::from("#!ipxe\n");
+    if listed.is_empty() {
+        out.push_str("echo kiln: nothing here boots (no netboot variant, no raw disk)\nshell\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "menu kiln: {} bootable variant(s)\n",
+        listed.len()
+    ));
+    for v in &listed {
+        let how = match bootable(v) {
+            Some(Bootable::Netboot) => "netboot, into RAM",
+            _ => "raw disk, sanboot",
+        };
+        out.push_str(&format!("item {0} {0} ({how})\n", v.variant));
+    }
+    out.push_str("item --gap\nitem shell iPXE shell\n");
+    out.push_str(&format!(
+        "choose --default {} --timeout 10000 target || goto shell\n\
+         iseq ${{target}} shell && goto shell ||\n\
+         chain {url}/boot/${{target}}.ipxe || goto shell\n\
+         :shell\nshell\n",
+        listed[0].variant
+    ));
+    out
+}
+
+struct Site {
+    options: BootOptions,
+}
+
+/// The boot server's routes, under `/boot/`.
+pub fn routes<S: Clone + Send + Sync + 'static>(options: BootOptions) -> axum::Router<S> {
+    let site = Arc::new(Site { options });
+    axum::Router::new()
+        .route("/boot/", get(menu))
+        .route("/boot/menu.ipxe", get(menu))
+        .route("/boot/{name}", get(script))
+        .route("/boot/files/{*path}", get(file))
+        .route("/boot/extra/{name}", get(extra))
+        .with_state(site)
+}
+
+/// The URL the scripts use: the public one, or `http://` and the
+/// request's `Host` (which must look like a host, as it goes into a
+/// script).
+fn base_url(site: &Site, headers: &HeaderMap) -> Result<String, ApiError> {
+    if let Some(url) = &site.options.public_url {
+        return Ok(url.trim_end_matches('/').to_owned());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let fine = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    if fine {
+        Ok(format!("http://{host}"))
+    } else {
+        Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the Host header `{host}` is not a host name and port"),
+        ))
+    }
+}
+
+fn ipxe(text: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+async fn menu(State(site): State<Arc<Site>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let url = base_url(&site, &headers)?;
+    let manifest = read_manifest(&site.options.out_dir).await?;
+    Ok(ipxe(ipxe_menu(&manifest, &url)))
+}
+
+async fn script(
+    State(site): State<Arc<Site>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let Some(variant) = name.strip_suffix(".ipxe") else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "`/boot/{name}` does not exist: boot scripts are `/boot/<variant>.ipxe`, files `/boot/files/<path>`"
+            ),
+        ));
+    };
+    let url = base_url(&site, &headers)?;
+    let manifest = read_manifest(&site.options.out_dir).await?;
+    let entry = manifest.variant(variant).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "there is no variant `{variant}` in {}",
+                site.options.out_dir.join("manifest.json").display()
+            ),
+        )
+    })?;
+    ipxe_script(entry, &url, &site.options).map(ipxe).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("`{variant}` does not boot from a boot server: it is no netboot variant (`netboot = true` with `kernel = true`, a squashfs, or an overlay.cpio.gz over one) and has no raw disk"),
+        )
+    })
+}
+
+async fn file(
+    State(site): State<Arc<Site>>,
+    UrlPath(path): UrlPath<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.starts_with('.'))
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("`{path}` does not exist"),
+        ));
+    }
+    let file = site.options.out_dir.join(&path);
+    if !file.is_file() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("`{path}` does not exist in the output folder"),
+        ));
+    }
+    serve_file(file, request).await
+}
+
+async fn extra(
+    State(site): State<Arc<Site>>,
+    UrlPath(name): UrlPath<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let known = site.options.extra_overlays.iter().any(|o| o.name == name);
+    let Some(dir) = site.options.extra_dir.as_ref().filter(|_| known) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("`/boot/extra/{name}` does not exist"),
+        ));
+    };
+    serve_file(dir.join(&name), request).await
+}
+
+async fn serve_file(file: PathBuf, request: Request) -> Result<Response, ApiError> {
+    let response = tower_http::services::ServeFile::new(file)
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(response.into_response())
+}
+
+async fn read_manifest(out_dir: &Path) -> Result<Manifest, ApiError> {
+    let dir = out_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || Manifest::read(&dir))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Runs a boot server on `listen` until SIGTERM or SIGINT. `ready` gets
+/// the address bound.
+pub fn serve(
+    options: BootOptions,
+    listen: SocketAddr,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let listener = bind(listen).await?;
+        let bound = listener.local_addr().unwrap_or(listen);
+        ready(bound);
+        axum::serve(listener, routes::<()>(options))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|error| Error::Io {
+                action: "serve on",
+                path: bound.to_string().into(),
+                error,
+            })
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| Error::Io {
+            action: "start the runtime for",
+            path: "the boot server".into(),
+            error,
+        })
+}
+
+async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| Error::Io {
+            action: "listen on",
+            path: listen.to_string().into(),
+            error,
+        })
+}
+
+/// A boot server on a thread of its own, stopped when dropped: what
+/// `kiln boot` and `kiln test` start for a netboot guest.
+#[derive(Debug)]
+pub struct BootServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BootServer {
+    /// Starts serving `options` on `listen` (port 0: any free port).
+    pub fn start(options: BootOptions, listen: SocketAddr) -> Result<BootServer, Error> {
+        let runtime = runtime()?;
+        let listener = runtime.block_on(bind(listen))?;
+        let addr = listener.local_addr().unwrap_or(listen);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("kiln-boot-server".into())
+            .spawn(move || {
+                // Dropped, not drained, when told to stop: a guest's
+                // keep-alive connection must not hold the caller up.
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = axum::serve(listener, routes::<()>(options)) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .map_err(|error| Error::Io {
+                action: "start a thread for",
+                path: "the boot server".into(),
+                error,
+            })?;
+        Ok(BootServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for BootServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Resolves at SIGTERM or SIGINT (what `kiln boot-server` and `kiln
+/// serve` stop at).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_build::manifest::{ArtifactEntry, NetbootEntry, NetbootFile};
+
+    fn entry(name: &str, netboot: bool, raw: bool) -> VariantEntry {
+        let file = |path: &str, sha: &str| NetbootFile {
+            path: path.into(),
+            sha256: sha.into(),
+            size: 1,
+        };
+        VariantEntry {
+            variant: name.into(),
+            image: name.into(),
+            keys: std::collections::BTreeMap::new(),
+            input_digest: String::new(),
+            layer_key: String::new(),
+            parent: None,
+            parent_key: None,
+            epoch: 0,
+            sbom: None,
+            build_time: String::new(),
+            artifacts: raw
+                .then(|| ArtifactEntry {
+                    name: format!("{name}-r0.raw"),
+                    revision: 0,
+                    format: "raw".into(),
+                    path: format!("{name}/{name}-r0.raw"),
+                    size: 1,
+                    sha256: "00".into(),
+                    build_time: String::new(),
+                    kiln_version: String::new(),
+                })
+                .into_iter()
+                .collect(),
+            packages: Vec::new(),
+            netboot: netboot.then(|| NetbootEntry {
+                base_variant: "base".into(),
+                kernel: "base/base-r0.vmlinuz".into(),
+                initrd: "base/base-r0.initrd.img".into(),
+                base: file("base/base-r0.squashfs", "aa"),
+                overlays: vec![file("web/web-r0.overlay.cpio.gz", "bb")],
+                cmdline: String::new(),
+            }),
+            test: None,
+        }
+    }
+
+    #[test]
+    fn a_netboot_script_names_every_file_with_its_hash_and_extra_overlays_last() {
+        let mut options = BootOptions::new(PathBuf::from("out"));
+        options.extra_overlays.push(ExtraOverlay {
+            name: "t.cpio.gz".into(),
+            sha256: "cc".into(),
+        });
+        let script =
+            ipxe_script(&entry("web", true, false), "http://h:1", &options).expect("boots");
+        assert!(script.starts_with("#!ipxe\n"), "{script}");
+        let kernel = script
+            .lines()
+            .find(|l| l.starts_with("kernel "))
+            .expect("kernel line");
+        for part in [
+            "http://h:1/boot/files/base/base-r0.vmlinuz",
+            "initrd=initrd.img",
+            "boot=kiln-netboot",
+            "kiln.url=http://h:1/boot/files",
+            "kiln.base=base/base-r0.squashfs",
+            "kiln.base.sha256=aa",
+            "kiln.overlay=web/web-r0.overlay.cpio.gz,http://h:1/boot/extra/t.cpio.gz",
+            "kiln.overlay.sha256=bb,cc",
+            "console=ttyS0,115200",
+            "BOOTIF=01-${netX/mac:hexhyp}",
+        ] {
+            assert!(kernel.split(' ').any(|w| w == part), "{part} in {kernel}");
+        }
+        assert!(
+            script.contains(
+                "initrd --name initrd.img http://h:1/boot/files/base/base-r0.initrd.img\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_raw_disk_is_sanbooted_and_the_menu_lists_only_what_boots() {
+        let options = BootOptions::new(PathBuf::from("out"));
+        let disk = ipxe_script(&entry("vm", false, true), "http://h", &options).expect("boots");
+        assert!(
+            disk.contains("sanboot --no-describe http://h/boot/files/vm/vm-r0.raw\n"),
+            "{disk}"
+        );
+        assert!(ipxe_script(&entry("app", false, false), "http://h", &options).is_none());
+        let manifest = Manifest {
+            kiln_version: String::new(),
+            variants: vec![
+                entry("app", false, false),
+                entry("vm", false, true),
+                entry("web", true, false),
+            ],
+        };
+        let menu = ipxe_menu(&manifest, "http://h");
+        assert!(menu.contains("item vm vm (raw disk, sanboot)\n"), "{menu}");
+        assert!(
+            menu.contains("item web web (netboot, into RAM)\n"),
+            "{menu}"
+        );
+        assert!(!menu.contains("item app"), "{menu}");
+        assert!(
+            menu.contains("chain http://h/boot/${target}.ipxe"),
+            "{menu}"
+        );
+        let empty = ipxe_menu(&Manifest::default(), "http://h");
+        assert!(empty.contains("nothing here boots"), "{empty}");
+    }
+}
