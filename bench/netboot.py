@@ -18,7 +18,8 @@ every 50 ms):
 Usage (as root, qemu-system-x86_64, a debug or release kiln):
   bench/netboot.py [ROUNDS]      (default 3)
 KILN=path/to/kiln picks the binary (default target/debug/kiln; it only
-serves files here: the guest's time is what is measured).
+serves files here: the guest's time is what is measured); KILN_CACHE=DIR
+the cache the tree is built with (default bench/work/netboot/cache).
 """
 
 import json
@@ -56,7 +57,7 @@ def prepare():
         )
         web.write_text(text)
     subprocess.run(
-        [KILN, "build", str(TREE), "--cache-dir", str(WORK / "cache"), "--progress", "plain"],
+        [KILN, "build", str(TREE), "--cache-dir", os.environ.get("KILN_CACHE", str(WORK / "cache")), "--progress", "plain"],
         check=True,
     )
     return json.loads((TREE / "out/manifest.json").read_text())
