@@ -6,7 +6,7 @@
 //! QEMU runs per connection). KVM is used when `/dev/kvm` can be opened,
 //! TCG otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::error::Error;
@@ -223,14 +223,4 @@ pub fn command(machine: &Machine, arch: &str, accel: Accel) -> Result<Command, E
         .args(["-device", "virtio-net-pci,netdev=n0"]);
     cmd.args(&machine.extra);
     Ok(cmd)
-}
-
-/// Whether `path` is a disk format QEMU boots here.
-#[must_use]
-pub fn disk_format(path: &Path) -> Option<&'static str> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("qcow2") => Some("qcow2"),
-        Some("raw" | "img") => Some("raw"),
-        _ => None,
-    }
 }

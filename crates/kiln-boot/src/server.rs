@@ -113,32 +113,20 @@ pub fn bootable(entry: &VariantEntry) -> Option<Bootable> {
 #[must_use]
 pub fn netboot_cmdline(entry: &VariantEntry, url: &str, options: &BootOptions) -> Option<String> {
     let n = entry.netboot.as_ref()?;
-    let mut line = format!(
-        "boot={} kiln.url={url}/boot/files kiln.base={} kiln.base.sha256={}",
-        kiln_config::netboot::BOOT,
-        n.base.path,
-        n.base.sha256
-    );
-    let mut overlays: Vec<(String, &str)> = n
+    let extra: Vec<(String, &str)> = options
+        .extra_overlays
+        .iter()
+        .map(|o| (format!("{url}/boot/extra/{}", o.name), o.sha256.as_str()))
+        .collect();
+    let overlays = n
         .overlays
         .iter()
-        .map(|o| (o.path.clone(), o.sha256.as_str()))
-        .collect();
-    for extra in &options.extra_overlays {
-        overlays.push((
-            format!("{url}/boot/extra/{}", extra.name),
-            extra.sha256.as_str(),
-        ));
-    }
-    if !overlays.is_empty() {
-        let names: Vec<&str> = overlays.iter().map(|o| o.0.as_str()).collect();
-        let shas: Vec<&str> = overlays.iter().map(|o| o.1).collect();
-        line.push_str(&format!(
-            " kiln.overlay={} kiln.overlay.sha256={}",
-            names.join(","),
-            shas.join(",")
-        ));
-    }
+        .map(|o| (o.path.as_str(), o.sha256.as_str()))
+        .chain(extra.iter().map(|(name, sha)| (name.as_str(), *sha)));
+    let mut line = format!(
+        "{} kiln.url={url}/boot/files",
+        kiln_build::manifest::netboot_cmdline(&n.base, overlays)
+    );
     for part in [&options.console, &options.extra_cmdline] {
         if !part.trim().is_empty() {
             line.push(' ');
@@ -307,11 +295,7 @@ async fn file(
     UrlPath(path): UrlPath<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let parts: Vec<&str> = path.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.starts_with('.'))
-    {
+    if !is_plain_relative(&path) {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("`{path}` does not exist"),
@@ -340,6 +324,15 @@ async fn extra(
         ));
     };
     serve_file(dir.join(&name), request).await
+}
+
+/// Whether a URL path names a file below a served folder: `/`-separated
+/// names, none empty, none starting with `.` (so no `.`, `..` or hidden
+/// file).
+#[must_use]
+pub fn is_plain_relative(path: &str) -> bool {
+    path.split('/')
+        .all(|p| !p.is_empty() && !p.starts_with('.'))
 }
 
 async fn serve_file(file: PathBuf, request: Request) -> Result<Response, ApiError> {
@@ -489,15 +482,6 @@ mod tests {
         };
         VariantEntry {
             variant: name.into(),
-            image: name.into(),
-            keys: std::collections::BTreeMap::new(),
-            input_digest: String::new(),
-            layer_key: String::new(),
-            parent: None,
-            parent_key: None,
-            epoch: 0,
-            sbom: None,
-            build_time: String::new(),
             artifacts: raw
                 .then(|| ArtifactEntry {
                     name: format!("{name}-r0.raw"),
@@ -511,7 +495,6 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
-            packages: Vec::new(),
             netboot: netboot.then(|| NetbootEntry {
                 base_variant: "base".into(),
                 kernel: "base/base-r0.vmlinuz".into(),
@@ -520,7 +503,7 @@ mod tests {
                 overlays: vec![file("web/web-r0.overlay.cpio.gz", "bb")],
                 cmdline: String::new(),
             }),
-            test: None,
+            ..VariantEntry::default()
         }
     }
 

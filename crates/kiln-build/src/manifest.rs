@@ -29,7 +29,7 @@ pub struct Manifest {
 }
 
 /// One variant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VariantEntry {
     /// The variant's name.
     pub variant: String,
@@ -104,6 +104,31 @@ pub struct NetbootEntry {
     pub cmdline: String,
 }
 
+/// The boot script's part of a kernel command line: `boot=kiln-netboot`,
+/// the base squashfs and the `overlays` (name, SHA-256) in order, each
+/// name relative to `kiln.url=` or a URL. The manifest records it; a boot
+/// server adds its own overlays, `kiln.url=` and the console.
+pub fn netboot_cmdline<'a>(
+    base: &NetbootFile,
+    overlays: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let (names, shas): (Vec<&str>, Vec<&str>) = overlays.into_iter().unzip();
+    let mut line = format!(
+        "boot={} kiln.base={} kiln.base.sha256={}",
+        kiln_config::netboot::BOOT,
+        base.path,
+        base.sha256
+    );
+    if !names.is_empty() {
+        line.push_str(&format!(
+            " kiln.overlay={} kiln.overlay.sha256={}",
+            names.join(","),
+            shas.join(",")
+        ));
+    }
+    line
+}
+
 /// A file the boot script fetches and checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetbootFile {
@@ -116,7 +141,7 @@ pub struct NetbootFile {
 }
 
 /// One artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactEntry {
     /// `<variant>-r<N>.<format>`.
     pub name: String,
@@ -217,21 +242,12 @@ impl Manifest {
             .iter()
             .map(|name| self.variant(name).and_then(|v| file(v, "overlay.cpio.gz")))
             .collect::<Option<Vec<_>>>()?;
-        let mut cmdline = format!(
-            "boot={} kiln.base={} kiln.base.sha256={}",
-            kiln_config::netboot::BOOT,
-            squashfs.path,
-            squashfs.sha256
+        let cmdline = netboot_cmdline(
+            &squashfs,
+            overlays
+                .iter()
+                .map(|o| (o.path.as_str(), o.sha256.as_str())),
         );
-        if !overlays.is_empty() {
-            let list =
-                |f: fn(&NetbootFile) -> &str| overlays.iter().map(f).collect::<Vec<_>>().join(",");
-            cmdline.push_str(&format!(
-                " kiln.overlay={} kiln.overlay.sha256={}",
-                list(|o| &o.path),
-                list(|o| &o.sha256)
-            ));
-        }
         Some(NetbootEntry {
             base_variant: base_name.clone(),
             kernel,
@@ -388,32 +404,84 @@ mod tests {
     fn revisions_follow_content() {
         let entry = |sha: &str, revision| VariantEntry {
             variant: "v".into(),
-            image: "i".into(),
-            keys: BTreeMap::new(),
-            input_digest: String::new(),
-            layer_key: String::new(),
-            parent: None,
-            parent_key: None,
-            epoch: 0,
-            sbom: None,
-            build_time: String::new(),
-            netboot: None,
-            test: None,
             artifacts: vec![ArtifactEntry {
-                name: String::new(),
                 revision,
                 format: "squashfs".into(),
-                path: String::new(),
-                size: 0,
                 sha256: sha.into(),
-                build_time: String::new(),
-                kiln_version: String::new(),
+                ..ArtifactEntry::default()
             }],
-            packages: Vec::new(),
+            ..VariantEntry::default()
         };
         assert_eq!(revision(None, "squashfs", "a"), 0);
         assert_eq!(revision(Some(&entry("a", 3)), "squashfs", "a"), 3);
         assert_eq!(revision(Some(&entry("a", 3)), "squashfs", "b"), 4);
         assert_eq!(revision(Some(&entry("a", 3)), "tar", "b"), 0);
+    }
+
+    #[test]
+    fn netboot_entries_link_a_base_and_the_overlays_below_it() {
+        let artifact = |format: &str, path: &str, sha: &str| ArtifactEntry {
+            format: format.into(),
+            path: path.into(),
+            sha256: sha.into(),
+            size: 7,
+            ..ArtifactEntry::default()
+        };
+        let variant = |name: &str, artifacts| VariantEntry {
+            variant: name.into(),
+            artifacts,
+            ..VariantEntry::default()
+        };
+        let mut m = Manifest::default();
+        m.update(vec![
+            variant(
+                "base",
+                vec![
+                    artifact("squashfs", "base/b.squashfs", "aa"),
+                    artifact("vmlinuz", "base/b.vmlinuz", "k"),
+                    artifact("initrd.img", "base/b.initrd.img", "i"),
+                ],
+            ),
+            variant(
+                "web",
+                vec![artifact("overlay.cpio.gz", "web/w.cpio.gz", "bb")],
+            ),
+            variant(
+                "app",
+                vec![artifact("overlay.cpio.gz", "app/a.cpio.gz", "cc")],
+            ),
+            variant("tar", vec![artifact("tar.zst", "tar/t.tar.zst", "dd")]),
+        ]);
+        let chain = |names: &[&str]| names.iter().map(|&n| n.to_owned()).collect::<Vec<_>>();
+        m.link_netboot(&[
+            chain(&["base"]),
+            chain(&["base", "web", "app"]),
+            chain(&["base", "tar"]),
+        ]);
+        let base = m
+            .variant("base")
+            .and_then(|v| v.netboot.clone())
+            .expect("base boots");
+        assert_eq!(
+            base.cmdline,
+            "boot=kiln-netboot kiln.base=base/b.squashfs kiln.base.sha256=aa"
+        );
+        let app = m
+            .variant("app")
+            .and_then(|v| v.netboot.clone())
+            .expect("app boots");
+        assert_eq!(
+            (app.kernel.as_str(), app.initrd.as_str()),
+            ("base/b.vmlinuz", "base/b.initrd.img")
+        );
+        assert_eq!(
+            app.cmdline,
+            "boot=kiln-netboot kiln.base=base/b.squashfs kiln.base.sha256=aa \
+             kiln.overlay=web/w.cpio.gz,app/a.cpio.gz kiln.overlay.sha256=bb,cc"
+        );
+        // A variant without an overlay over the base does not boot so; web
+        // was not linked as a chain of its own, so it has no entry either.
+        assert_eq!(m.variant("tar").and_then(|v| v.netboot.clone()), None);
+        assert_eq!(m.variant("web").and_then(|v| v.netboot.clone()), None);
     }
 }

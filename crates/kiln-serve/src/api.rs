@@ -644,13 +644,10 @@ async fn artifact(
     request: Request,
 ) -> Result<Response> {
     read_access(&shared, &headers).await?;
-    let parts: Vec<&str> = path.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.starts_with('.'))
-    {
+    if !kiln_boot::server::is_plain_relative(&path) {
         return Err(not_found(format!("artifact `{path}`")));
     }
+    let parts: Vec<&str> = path.split('/').collect();
     let base = shared.config.data_dir.join("artifacts");
     let file = match parts.as_slice() {
         [repo, branch @ .., "latest", variant, name] if !branch.is_empty() => base

@@ -348,15 +348,14 @@ pub fn run_test(args: &TestArgs, style: Style, cancel: &CancelToken) -> Outcome 
         ));
     }
     // What is tested is what a build of these inputs gives.
-    let reporter = crate::build_cmd::reporter(args.progress);
-    let options = kiln_build::BuildOptions {
-        offline: args.fetch.offline,
-        ..kiln_build::BuildOptions::default()
-    };
-    let report = ws
-        .build(&plan, &options, &reporter, cancel)
-        .map_err(|e| crate::build_cmd::failure(&e, style))?;
-    crate::build_cmd::summarize(&report)?;
+    let report = crate::build_cmd::build_first(
+        &ws,
+        &plan,
+        args.progress,
+        args.fetch.offline,
+        style,
+        cancel,
+    )?;
     let cases = names
         .iter()
         .map(|n| case_of(&ws, &plan, &report.manifest, n))

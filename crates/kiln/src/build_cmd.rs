@@ -73,6 +73,29 @@ pub fn reporter(progress: Progress) -> Reporter {
     })
 }
 
+/// Builds what `plan` is missing, as the commands that act on built
+/// variants (`publish`, `test`) do first: progress as `--progress` says,
+/// cached layers and artifacts reused, the summary's failure if a variant
+/// failed.
+pub fn build_first(
+    ws: &Workspace,
+    plan: &Plan,
+    progress: Progress,
+    offline: bool,
+    style: Style,
+    cancel: &CancelToken,
+) -> Result<BuildReport, Failure> {
+    let options = BuildOptions {
+        offline,
+        ..BuildOptions::default()
+    };
+    let report = ws
+        .build(plan, &options, &reporter(progress), cancel)
+        .map_err(|e| failure(&e, style))?;
+    summarize(&report)?;
+    Ok(report)
+}
+
 pub fn run_build(args: &BuildArgs, style: Style, cancel: &CancelToken) -> Outcome {
     let selection = selection(&args.select);
     let (ws, plan) = open(

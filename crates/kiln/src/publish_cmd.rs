@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use kiln_build::{BuildOptions, CancelToken};
+use kiln_build::CancelToken;
 use kiln_publish::lifecycle::{self, Event, ObsoleteOptions, Reference};
 use kiln_publish::{Client, ClientOptions, Credentials, Registries, UnitAction};
 
@@ -125,15 +125,14 @@ pub fn run_publish(args: &PublishArgs, style: Style, cancel: &CancelToken) -> Ou
         .map_err(|e| failure(&e))?;
     // Publishing implies building what is missing (cached layers and
     // artifacts are reused as they are).
-    let reporter = crate::build_cmd::reporter(args.progress);
-    let options = BuildOptions {
-        offline: args.fetch.offline,
-        ..BuildOptions::default()
-    };
-    let report = ws
-        .build(&plan, &options, &reporter, cancel)
-        .map_err(|e| crate::build_cmd::failure(&e, style))?;
-    crate::build_cmd::summarize(&report)?;
+    let report = crate::build_cmd::build_first(
+        &ws,
+        &plan,
+        args.progress,
+        args.fetch.offline,
+        style,
+        cancel,
+    )?;
     let options = kiln_publish::PublishOptions {
         registry: args.registry.registry.clone(),
         client: ClientOptions {

@@ -341,28 +341,34 @@ fn cloud_example_disks_are_valid_and_boot() {
         "kiln test:\n{}\n{}",
         tested.stdout, tested.stderr
     );
-    let report: serde_json::Value = serde_json::from_str(&tested.stdout).expect("JSON");
-    let boots: Vec<(&str, &str, &str)> = report["tests"]
-        .as_array()
-        .expect("tests")
-        .iter()
-        .map(|t| {
-            (
-                t["variant"].as_str().unwrap_or(""),
-                t["boot"].as_str().unwrap_or(""),
-                t["verdict"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
     assert_eq!(
-        boots,
+        test_verdicts(&tested.stdout),
         [
-            ("vm-bookworm-bios", "bios", "passed"),
-            ("vm-bookworm-uefi", "uefi", "passed")
-        ],
-        "{report:#}"
+            (
+                "vm-bookworm-bios".to_owned(),
+                "bios".to_owned(),
+                "passed".to_owned()
+            ),
+            (
+                "vm-bookworm-uefi".to_owned(),
+                "uefi".to_owned(),
+                "passed".to_owned()
+            ),
+        ]
     );
     note_boot("BIOS and UEFI boots (kiln test)", started.elapsed());
+}
+
+/// `kiln test --json`'s tests as (variant, boot, verdict).
+pub fn test_verdicts(json: &str) -> Vec<(String, String, String)> {
+    let report: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    let field = |t: &serde_json::Value, k: &str| t[k].as_str().unwrap_or_default().to_owned();
+    report["tests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tests in {report:#}"))
+        .iter()
+        .map(|t| (field(t, "variant"), field(t, "boot"), field(t, "verdict")))
+        .collect()
 }
 
 /// Says how long a boot took (visible with `--nocapture`).
