@@ -34,7 +34,10 @@ pub enum Boot {
         /// `raw` or `qcow2`.
         format: String,
     },
-    /// A kernel and initrd, handed over by QEMU.
+    /// A kernel and initrd, handed over by QEMU (as micro-VM monitors
+    /// such as Firecracker and Cloud Hypervisor boot), with an optional
+    /// root file system image as the first virtio disk (`/dev/vda`, raw,
+    /// `snapshot=on`).
     Kernel {
         /// The kernel.
         kernel: PathBuf,
@@ -42,6 +45,8 @@ pub enum Boot {
         initrd: PathBuf,
         /// Its command line.
         cmdline: String,
+        /// The root file system image (`ext4` or a raw disk), if any.
+        root: Option<PathBuf>,
     },
     /// Network boot with QEMU's iPXE, which fetches `script` (a URL on
     /// [`GUEST_SERVER`]).
@@ -205,6 +210,7 @@ pub fn command(machine: &Machine, arch: &str, accel: Accel) -> Result<Command, E
             kernel,
             initrd,
             cmdline,
+            root,
         } => {
             cmd.arg("-kernel")
                 .arg(kernel)
@@ -212,6 +218,12 @@ pub fn command(machine: &Machine, arch: &str, accel: Accel) -> Result<Command, E
                 .arg(initrd)
                 .arg("-append")
                 .arg(cmdline);
+            if let Some(root) = root {
+                cmd.arg("-drive").arg(format!(
+                    "file={},if=virtio,format=raw,snapshot=on",
+                    escape(&root.to_string_lossy())
+                ));
+            }
         }
         Boot::Netboot { script } => {
             netdev.push_str(&format!(",bootfile={}", escape(script)));

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Path as UrlPath, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -55,6 +55,10 @@ pub struct BootOptions {
     /// Overlays applied after a netboot variant's own (served from
     /// `extra_dir` at `/boot/extra/NAME`): `kiln test` adds its script so.
     pub extra_overlays: Vec<ExtraOverlay>,
+    /// `user:password` put into every URL of the scripts (`http://user:password@host/...`),
+    /// which iPXE and busybox's `wget` send as HTTP Basic authentication:
+    /// for a server that needs it (`kiln serve` with `public = false`).
+    pub credentials: Option<String>,
     /// The folder `/boot/extra/` serves.
     pub extra_dir: Option<PathBuf>,
 }
@@ -79,6 +83,7 @@ impl BootOptions {
             console: DEFAULT_CONSOLE.to_owned(),
             extra_cmdline: String::new(),
             extra_overlays: Vec::new(),
+            credentials: None,
             extra_dir: None,
         }
     }
@@ -106,8 +111,8 @@ pub fn bootable(entry: &VariantEntry) -> Option<Bootable> {
         .map(|a| Bootable::Disk(a.path.clone()))
 }
 
-/// The kernel command line of a netboot variant whose server is at `url`
-/// (no trailing `/`): the base and overlays of its manifest entry, with
+/// The kernel command line of a netboot variant whose boot root is at
+/// `url` (`http://host:port/boot`, no trailing `/`): the base and overlays of its manifest entry, with
 /// their SHA-256s, relative to `kiln.url=` (where the output folder is
 /// served), then the `options`' own overlays, console and arguments.
 #[must_use]
@@ -116,7 +121,7 @@ pub fn netboot_cmdline(entry: &VariantEntry, url: &str, options: &BootOptions) -
     let extra: Vec<(String, &str)> = options
         .extra_overlays
         .iter()
-        .map(|o| (format!("{url}/boot/extra/{}", o.name), o.sha256.as_str()))
+        .map(|o| (format!("{url}/extra/{}", o.name), o.sha256.as_str()))
         .collect();
     let overlays = n
         .overlays
@@ -124,7 +129,7 @@ pub fn netboot_cmdline(entry: &VariantEntry, url: &str, options: &BootOptions) -
         .map(|o| (o.path.as_str(), o.sha256.as_str()))
         .chain(extra.iter().map(|(name, sha)| (name.as_str(), *sha)));
     let mut line = format!(
-        "{} kiln.url={url}/boot/files",
+        "{} kiln.url={url}/files",
         kiln_build::manifest::netboot_cmdline(&n.base, overlays)
     );
     for part in [&options.console, &options.extra_cmdline] {
@@ -136,10 +141,11 @@ pub fn netboot_cmdline(entry: &VariantEntry, url: &str, options: &BootOptions) -
     Some(line)
 }
 
-/// The iPXE script of `entry`, for a server at `url` (no trailing `/`).
+/// The iPXE script of `entry`, for a boot root at `url` (no trailing
+/// `/`).
 #[must_use]
 pub fn ipxe_script(entry: &VariantEntry, url: &str, options: &BootOptions) -> Option<String> {
-    let files = format!("{url}/boot/files");
+    let files = format!("{url}/files");
     match bootable(entry)? {
         Bootable::Netboot => {
             let n = entry.netboot.as_ref()?;
@@ -172,7 +178,8 @@ pub fn ipxe_script(entry: &VariantEntry, url: &str, options: &BootOptions) -> Op
     }
 }
 
-/// `menu.ipxe`: every bootable variant of `manifest`.
+/// `menu.ipxe`: every bootable variant of `manifest`, for a boot root at
+/// `url`.
 #[must_use]
 pub fn ipxe_menu(manifest: &Manifest, url: &str) -> String {
     let listed: Vec<&VariantEntry> = manifest
@@ -200,89 +207,125 @@ pub fn ipxe_menu(manifest: &Manifest, url: &str) -> String {
     out.push_str(&format!(
         "choose --default {} --timeout 10000 target || goto shell\n\
          iseq ${{target}} shell && goto shell ||\n\
-         chain {url}/boot/${{target}}.ipxe || goto shell\n\
+         chain {url}/${{target}}.ipxe || goto shell\n\
          :shell\nshell\n",
         listed[0].variant
     ));
     out
 }
 
-struct Site {
-    options: BootOptions,
-}
-
 /// The boot server's routes, under `/boot/`.
 pub fn routes<S: Clone + Send + Sync + 'static>(options: BootOptions) -> axum::Router<S> {
-    let site = Arc::new(Site { options });
+    let options = Arc::new(options);
+    let root = Arc::clone(&options);
     axum::Router::new()
-        .route("/boot/", get(menu))
-        .route("/boot/menu.ipxe", get(menu))
-        .route("/boot/{name}", get(script))
-        .route("/boot/files/{*path}", get(file))
-        .route("/boot/extra/{name}", get(extra))
-        .with_state(site)
+        .route(
+            "/boot/",
+            get(move |headers: HeaderMap, request: Request| async move {
+                respond(&root, "/boot", "", &headers, request).await
+            }),
+        )
+        .route(
+            "/boot/{*rest}",
+            get(
+                move |headers: HeaderMap, UrlPath(rest): UrlPath<String>, request: Request| async move {
+                    respond(&options, "/boot", &rest, &headers, request).await
+                },
+            ),
+        )
 }
 
-/// The URL the scripts use: the public one, or `http://` and the
-/// request's `Host` (which must look like a host, as it goes into a
-/// script).
-fn base_url(site: &Site, headers: &HeaderMap) -> Result<String, ApiError> {
-    if let Some(url) = &site.options.public_url {
-        return Ok(url.trim_end_matches('/').to_owned());
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let fine = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    if fine {
-        Ok(format!("http://{host}"))
+/// Answers a request for `rest` below a boot root served at URL path
+/// `prefix` (`/boot`, or deeper when another server mounts one per
+/// build): `""` and `menu.ipxe` the menu, `VARIANT.ipxe` a variant's
+/// script, `files/PATH` the output folder, `extra/NAME` an extra overlay.
+/// Every error is JSON with its status.
+pub async fn respond(
+    options: &BootOptions,
+    prefix: &str,
+    rest: &str,
+    headers: &HeaderMap,
+    request: Request,
+) -> Response {
+    // A variant's script: `VARIANT.ipxe`, exactly (names are case-sensitive).
+    let script_of = rest.strip_suffix(".ipxe").filter(|v| !v.is_empty());
+    let answer = match rest.split_once('/') {
+        Some(("files", path)) => file(options, path, request).await,
+        Some(("extra", name)) => extra(options, name, request).await,
+        None if rest.is_empty() || rest == "menu.ipxe" => menu(options, prefix, headers).await,
+        None if script_of.is_some() => {
+            script(options, prefix, script_of.unwrap_or_default(), headers).await
+        }
+        _ => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "`{prefix}/{rest}` does not exist: boot scripts are `{prefix}/<variant>.ipxe`, the menu `{prefix}/menu.ipxe`, files `{prefix}/files/<path>`"
+            ),
+        )),
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The boot root's URL for the scripts: the public one or `http://` and
+/// the request's `Host` (which must look like a host, as it goes into a
+/// script), then `prefix`.
+fn base_url(options: &BootOptions, prefix: &str, headers: &HeaderMap) -> Result<String, ApiError> {
+    let root = if let Some(url) = &options.public_url {
+        url.trim_end_matches('/').to_owned()
     } else {
-        Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the Host header `{host}` is not a host name and port"),
-        ))
-    }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let fine = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        if !fine {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the Host header `{host}` is not a host name and port"),
+            ));
+        }
+        format!("http://{host}")
+    };
+    Ok(match (&options.credentials, root.split_once("://")) {
+        (Some(credentials), Some((scheme, rest))) => {
+            format!("{scheme}://{credentials}@{rest}{prefix}")
+        }
+        _ => format!("{root}{prefix}"),
+    })
 }
 
 fn ipxe(text: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
-async fn menu(State(site): State<Arc<Site>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let url = base_url(&site, &headers)?;
-    let manifest = read_manifest(&site.options.out_dir).await?;
+async fn menu(
+    options: &BootOptions,
+    prefix: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let url = base_url(options, prefix, headers)?;
+    let manifest = read_manifest(&options.out_dir).await?;
     Ok(ipxe(ipxe_menu(&manifest, &url)))
 }
 
 async fn script(
-    State(site): State<Arc<Site>>,
-    headers: HeaderMap,
-    UrlPath(name): UrlPath<String>,
+    options: &BootOptions,
+    prefix: &str,
+    variant: &str,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some(variant) = name.strip_suffix(".ipxe") else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!(
-                "`/boot/{name}` does not exist: boot scripts are `/boot/<variant>.ipxe`, files `/boot/files/<path>`"
-            ),
-        ));
-    };
-    let url = base_url(&site, &headers)?;
-    let manifest = read_manifest(&site.options.out_dir).await?;
+    let url = base_url(options, prefix, headers)?;
+    let manifest = read_manifest(&options.out_dir).await?;
     let entry = manifest.variant(variant).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
-            format!(
-                "there is no variant `{variant}` in {}",
-                site.options.out_dir.join("manifest.json").display()
-            ),
+            format!("there is no variant `{variant}` in {prefix}'s manifest"),
         )
     })?;
-    ipxe_script(entry, &url, &site.options).map(ipxe).ok_or_else(|| {
+    ipxe_script(entry, &url, options).map(ipxe).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
             format!("`{variant}` does not boot from a boot server: it is no netboot variant (`netboot = true` with `kernel = true`, a squashfs, or an overlay.cpio.gz over one) and has no raw disk"),
@@ -290,19 +333,9 @@ async fn script(
     })
 }
 
-async fn file(
-    State(site): State<Arc<Site>>,
-    UrlPath(path): UrlPath<String>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    if !is_plain_relative(&path) {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("`{path}` does not exist"),
-        ));
-    }
-    let file = site.options.out_dir.join(&path);
-    if !file.is_file() {
+async fn file(options: &BootOptions, path: &str, request: Request) -> Result<Response, ApiError> {
+    let file = options.out_dir.join(path);
+    if !is_plain_relative(path) || !file.is_file() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("`{path}` does not exist in the output folder"),
@@ -311,19 +344,15 @@ async fn file(
     serve_file(file, request).await
 }
 
-async fn extra(
-    State(site): State<Arc<Site>>,
-    UrlPath(name): UrlPath<String>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let known = site.options.extra_overlays.iter().any(|o| o.name == name);
-    let Some(dir) = site.options.extra_dir.as_ref().filter(|_| known) else {
+async fn extra(options: &BootOptions, name: &str, request: Request) -> Result<Response, ApiError> {
+    let known = options.extra_overlays.iter().any(|o| o.name == name);
+    let Some(dir) = options.extra_dir.as_ref().filter(|_| known) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("`/boot/extra/{name}` does not exist"),
+            format!("`extra/{name}` does not exist"),
         ));
     };
-    serve_file(dir.join(&name), request).await
+    serve_file(dir.join(name), request).await
 }
 
 /// Whether a URL path names a file below a served folder: `/`-separated
@@ -515,7 +544,7 @@ mod tests {
             sha256: "cc".into(),
         });
         let script =
-            ipxe_script(&entry("web", true, false), "http://h:1", &options).expect("boots");
+            ipxe_script(&entry("web", true, false), "http://h:1/boot", &options).expect("boots");
         assert!(script.starts_with("#!ipxe\n"), "{script}");
         let kernel = script
             .lines()
@@ -545,12 +574,13 @@ mod tests {
     #[test]
     fn a_raw_disk_is_sanbooted_and_the_menu_lists_only_what_boots() {
         let options = BootOptions::new(PathBuf::from("out"));
-        let disk = ipxe_script(&entry("vm", false, true), "http://h", &options).expect("boots");
+        let disk =
+            ipxe_script(&entry("vm", false, true), "http://h/boot", &options).expect("boots");
         assert!(
             disk.contains("sanboot --no-describe http://h/boot/files/vm/vm-r0.raw\n"),
             "{disk}"
         );
-        assert!(ipxe_script(&entry("app", false, false), "http://h", &options).is_none());
+        assert!(ipxe_script(&entry("app", false, false), "http://h/boot", &options).is_none());
         let manifest = Manifest {
             kiln_version: String::new(),
             variants: vec![
@@ -559,7 +589,7 @@ mod tests {
                 entry("web", true, false),
             ],
         };
-        let menu = ipxe_menu(&manifest, "http://h");
+        let menu = ipxe_menu(&manifest, "http://h/boot");
         assert!(menu.contains("item vm vm (raw disk, sanboot)\n"), "{menu}");
         assert!(
             menu.contains("item web web (netboot, into RAM)\n"),
@@ -572,5 +602,70 @@ mod tests {
         );
         let empty = ipxe_menu(&Manifest::default(), "http://h");
         assert!(empty.contains("nothing here boots"), "{empty}");
+    }
+
+    /// What another server (`kiln serve`) gets when it mounts a boot root
+    /// deeper than `/boot/`, for a client that sent credentials.
+    #[test]
+    fn a_mounted_boot_root_addresses_its_own_prefix_with_the_credentials() {
+        let dir = tempfile::tempdir().expect("temp");
+        let manifest = Manifest {
+            variants: vec![entry("web", true, false)],
+            ..Manifest::default()
+        };
+        manifest.write(dir.path()).expect("manifest");
+        std::fs::create_dir_all(dir.path().join("base")).expect("dir");
+        std::fs::write(dir.path().join("base/base-r0.vmlinuz"), b"kernel").expect("file");
+        let mut options = BootOptions::new(dir.path().to_path_buf());
+        options.credentials = Some("boot:t0k".into());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "h:8470".parse().expect("header"));
+        let runtime = runtime().expect("runtime");
+        let get = |rest: &str| {
+            runtime.block_on(async {
+                let request = Request::builder()
+                    .uri(format!("/boot/images/5/{rest}"))
+                    .body(axum::body::Body::empty())
+                    .expect("request");
+                let response = respond(&options, "/boot/images/5", rest, &headers, request).await;
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .expect("body");
+                (status, String::from_utf8_lossy(&body).into_owned())
+            })
+        };
+        let (status, script) = get("web.ipxe");
+        assert_eq!(status, StatusCode::OK, "{script}");
+        assert!(
+            script.contains(
+                "kernel http://boot:t0k@h:8470/boot/images/5/files/base/base-r0.vmlinuz "
+            ),
+            "{script}"
+        );
+        assert!(
+            script.contains(" kiln.url=http://boot:t0k@h:8470/boot/images/5/files "),
+            "{script}"
+        );
+        let (status, menu) = get("menu.ipxe");
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            menu.contains("chain http://boot:t0k@h:8470/boot/images/5/${target}.ipxe"),
+            "{menu}"
+        );
+        assert_eq!(
+            get("files/base/base-r0.vmlinuz"),
+            (StatusCode::OK, "kernel".into())
+        );
+        for missing in [
+            "files/base/../base/base-r0.vmlinuz",
+            "nope",
+            "files/",
+            "tools.ipxe",
+        ] {
+            let (status, body) = get(missing);
+            assert_eq!(status, StatusCode::NOT_FOUND, "{missing}: {body}");
+            assert!(body.starts_with("{\"error\":"), "{missing}: {body}");
+        }
     }
 }

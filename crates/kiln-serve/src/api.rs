@@ -110,6 +110,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/jobs/{id}/retry", post(retry_job))
         .route("/artifacts/{*path}", get(artifact))
+        .route("/boot/{*path}", get(boot))
         .merge(crate::web::routes())
         .fallback(crate::web::fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -634,6 +635,110 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
+/// The `user:token` of an `Authorization: Basic` header, if it has one
+/// whose both parts may stand in a URL as they are (what iPXE and
+/// busybox's `wget` send for `http://user:token@host/...`).
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, token) = text.split_once(':')?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    (plain(user) && plain(token)).then(|| (user.to_owned(), token.to_owned()))
+}
+
+/// `/boot/{repo}/{job}/...` and `/boot/{repo}/{branch}/latest/...`: a
+/// job's kept artifacts as a boot server (kiln-boot's: `menu.ipxe`,
+/// `VARIANT.ipxe`, `files/PATH`), its scripts' URLs under the same
+/// prefix. Reading needs what the API's reading needs; iPXE sends no
+/// bearer token, so a token also works as the password of HTTP Basic
+/// authentication (`http://boot:TOKEN@host/boot/...`), and the scripts
+/// then carry the same credentials.
+async fn boot(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+    request: Request,
+) -> Result<Response> {
+    let basic = basic_credentials(&headers);
+    let credentials = match &basic {
+        Some((user, token)) if !shared.config.public => {
+            let hash = token_hash(token);
+            let s = Arc::clone(&shared);
+            if !blocking(move || s.db.has_token(&hash)).await?? {
+                return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()));
+            }
+            Some(format!("{user}:{token}"))
+        }
+        _ => {
+            if let Err(e) = read_access(&shared, &headers).await {
+                // A challenge, so that iPXE sends the credentials of its URL.
+                let mut response = e.into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"kiln boot\""),
+                );
+                return Ok(response);
+            }
+            None
+        }
+    };
+    let trimmed = path.trim_end_matches('/');
+    let missing = || {
+        not_found(format!(
+            "`/boot/{path}`: boot roots are `/boot/<repo>/<job>/` and `/boot/<repo>/<branch>/latest/`"
+        ))
+    };
+    if !kiln_boot::server::is_plain_relative(trimmed) {
+        return Err(missing());
+    }
+    let parts: Vec<&str> = trimmed.split('/').collect();
+    let base = shared.config.data_dir.join("artifacts");
+    let (dir, depth) = match parts.as_slice() {
+        [repo, job, ..] if job.bytes().all(|b| b.is_ascii_digit()) => {
+            (base.join(repo).join(job), 2)
+        }
+        [repo, rest @ ..] => {
+            let Some(k) = rest.iter().position(|p| *p == "latest").filter(|k| *k > 0) else {
+                return Err(missing());
+            };
+            (
+                base.join(repo).join("branches").join(rest[..k].join("%2F")),
+                k + 2,
+            )
+        }
+        [] => return Err(missing()),
+    };
+    if !dir.join(kiln_build::manifest::MANIFEST_FILE).is_file() {
+        return Err(not_found(format!(
+            "`/boot/{}` has no kept artifacts (no such job, or its artifacts were pruned)",
+            parts[..depth].join("/")
+        )));
+    }
+    let prefix = format!("/boot/{}", parts[..depth].join("/"));
+    let rest = parts[depth..].join("/");
+    let mut options = kiln_boot::server::BootOptions::new(dir);
+    // The configured address, unless it is the loopback default: then
+    // the one the client used.
+    let url = &shared.config.base_url;
+    if !(url.starts_with("http://127.") || url.starts_with("http://[::1]")) {
+        options.public_url = Some(url.clone());
+    }
+    options.credentials = credentials;
+    Ok(kiln_boot::server::respond(&options, &prefix, &rest, &headers, request).await)
+}
+
 /// `/artifacts/{repo}/{job}/{variant}/{file}`, or
 /// `/artifacts/{repo}/{branch}/latest/{variant}/{file}` for the newest
 /// successful job of a branch; range requests are answered.
@@ -669,4 +774,34 @@ async fn artifact(
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(response.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(value: &str) -> Option<(String, String)> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
+        basic_credentials(&headers)
+    }
+
+    #[test]
+    fn basic_credentials_are_taken_only_when_they_stand_in_a_url_as_they_are() {
+        // base64("boot:Tok-3n_x") and friends.
+        assert_eq!(
+            basic("Basic Ym9vdDpUb2stM25feA=="),
+            Some(("boot".into(), "Tok-3n_x".into()))
+        );
+        for refused in [
+            "Bearer Ym9vdDpUb2stM25feA==",
+            "Basic not base64!",
+            "Basic Ym9vdA==",     // "boot": no password
+            "Basic Ym9vdDo=",     // "boot:": an empty one
+            "Basic Ym9vdDphQGI=", // "boot:a@b": would break the URL
+            "Basic Ym8gb3Q6dG9r", // "bo ot:tok"
+        ] {
+            assert_eq!(basic(refused), None, "{refused}");
+        }
+    }
 }

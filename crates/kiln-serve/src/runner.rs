@@ -516,6 +516,12 @@ fn build(
         }
         variants.push(entry);
     }
+    // The whole manifest at the folder's root, whose paths (`VARIANT/FILE`)
+    // are the kept files: the folder is an output folder, which `/boot/`
+    // serves as a boot server.
+    if let Err(e) = std::fs::create_dir_all(&keep).and_then(|()| report.manifest.write(&keep)) {
+        sink.line(&format!("failed to keep the manifest: {e}"));
+    }
     let counts_text = {
         let c = report.counts();
         format!(

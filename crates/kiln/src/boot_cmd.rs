@@ -30,6 +30,7 @@ pub fn run_boot_server(args: &BootServerArgs, style: Style) -> Outcome {
         console: args.console.clone(),
         extra_cmdline: args.cmdline.clone(),
         extra_overlays: Vec::new(),
+        credentials: None,
         extra_dir: None,
     };
     kiln_boot::server::serve(options, args.listen, |addr| {
@@ -111,6 +112,72 @@ fn disk_of(entry: &VariantEntry, out_dir: &Path) -> Option<(PathBuf, String)> {
     })
 }
 
+/// The variant's kernel and initrd (`kernel = true`).
+fn kernel_of(entry: &VariantEntry, out_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let file = |format: &str| {
+        entry
+            .artifacts
+            .iter()
+            .find(|a| a.format == format)
+            .map(|a| out_dir.join(&a.path))
+    };
+    Some((file("vmlinuz")?, file("initrd.img")?))
+}
+
+/// The command line of a kernel booted directly with an ext4 root as
+/// its first virtio disk.
+pub const DIRECT_CMDLINE: &str = "root=/dev/vda rw console=ttyS0,115200";
+
+/// How QEMU boots `variant` with its kernel and initrd handed over: a
+/// netboot variant's initrd fetches the rest from the boot server (at
+/// [`qemu::GUEST_SERVER`]), any other needs an `ext4` output as its root.
+fn direct_boot(variant: &str, entry: &VariantEntry, out_dir: &Path) -> Result<Boot, Failure> {
+    if let Some(n) = &entry.netboot {
+        let files = format!("http://{}/boot", qemu::GUEST_SERVER);
+        let mut options = kiln_boot::server::BootOptions::new(out_dir.to_path_buf());
+        options.console = "console=ttyS0,115200".into();
+        return Ok(Boot::Kernel {
+            kernel: out_dir.join(&n.kernel),
+            initrd: out_dir.join(&n.initrd),
+            cmdline: kiln_boot::server::netboot_cmdline(entry, &files, &options)
+                .unwrap_or_default(),
+            root: None,
+        });
+    }
+    let Some((kernel, initrd)) = kernel_of(entry, out_dir) else {
+        return Err(Failure::Config(format!(
+            "error: `{variant}` has no kernel to boot directly\n  help: set `kernel = true` (it writes vmlinuz and initrd.img) and add an `ext4` output for its root\n"
+        )));
+    };
+    let Some(root) = entry.artifacts.iter().find(|a| a.format == "ext4") else {
+        return Err(Failure::Config(format!(
+            "error: `{variant}` has a kernel but no root file system to boot it with\n  help: add an `ext4` output: it becomes the guest's /dev/vda\n"
+        )));
+    };
+    Ok(Boot::Kernel {
+        kernel,
+        initrd,
+        cmdline: DIRECT_CMDLINE.to_owned(),
+        root: Some(out_dir.join(&root.path)),
+    })
+}
+
+/// A boot server of `out_dir` on a free loopback port.
+fn start_server(out_dir: &Path) -> Result<kiln_boot::server::BootServer, Failure> {
+    kiln_boot::server::BootServer::start(
+        kiln_boot::server::BootOptions::new(out_dir.to_path_buf()),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .map_err(|e| boot_failure(&e))
+}
+
+/// [`connector`] to the boot server at `addr`.
+fn connector_to(addr: std::net::SocketAddr) -> Result<Vec<String>, Failure> {
+    let mut c = connector()?;
+    c.push(addr.to_string());
+    Ok(c)
+}
+
 /// The program QEMU runs per guest connection to the boot server: this
 /// very kiln, as `kiln connect-stdio ADDR` (the address is added last).
 fn connector() -> Result<Vec<String>, Failure> {
@@ -122,23 +189,12 @@ fn connector() -> Result<Vec<String>, Failure> {
     ])
 }
 
-fn netboot_machine(
-    variant: &str,
-    firmware: Firmware,
-    memory: &str,
-    cpus: u32,
-) -> Result<Machine, Failure> {
-    Ok(Machine {
-        boot: Boot::Netboot {
-            script: format!("http://{}/boot/{variant}.ipxe", qemu::GUEST_SERVER),
-        },
-        firmware,
-        memory: memory.to_owned(),
-        cpus,
-        connector: Some(connector()?),
-        console: Console::Terminal,
-        extra: Vec::new(),
-    })
+/// Network boot with QEMU's iPXE from the boot server's script for
+/// `variant`.
+fn netboot_of(variant: &str) -> Boot {
+    Boot::Netboot {
+        script: format!("http://{}/boot/{variant}.ipxe", qemu::GUEST_SERVER),
+    }
 }
 
 /// Whether the variant's disk boots with `SeaBIOS`, from its settings.
@@ -169,55 +225,71 @@ pub fn run_boot(args: &BootArgs, style: Style) -> Outcome {
         }
         Some(FirmwareArg::Bios) | None => Firmware::Bios,
     };
-    let netboot = args.netboot || (disk.is_none() && entry.netboot.is_some());
+    let direct = args.direct
+        || (!args.netboot
+            && disk.is_none()
+            && entry.netboot.is_none()
+            && kernel_of(entry, &out_dir).is_some());
+    let netboot = !direct && (args.netboot || (disk.is_none() && entry.netboot.is_some()));
     let mut _server = None;
-    let (mut machine, what) = if netboot {
+    let mut connector = None;
+    let (boot, what) = if direct {
+        let what = if entry.netboot.is_some() {
+            // The kernel and initrd handed over; the initrd fetches the
+            // rest from a boot server on loopback, as over iPXE.
+            let server = start_server(&out_dir)?;
+            connector = Some(connector_to(server.addr())?);
+            let what = format!(
+                "kernel and initrd directly, the rest over HTTP from a boot server on {}",
+                server.addr()
+            );
+            _server = Some(server);
+            what
+        } else {
+            "kernel and initrd directly".to_owned()
+        };
+        (direct_boot(&args.variant, entry, &out_dir)?, what)
+    } else if netboot {
         if kiln_boot::server::bootable(entry).is_none() {
             return Err(Failure::Config(format!(
                 "error: `{}` does not boot over the network: it is no netboot variant and has no raw disk\n",
                 args.variant
             )));
         }
-        let server = kiln_boot::server::BootServer::start(
-            kiln_boot::server::BootOptions::new(out_dir.clone()),
-            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
-        .map_err(|e| boot_failure(&e))?;
-        let mut machine = netboot_machine(&args.variant, firmware, &args.memory, args.cpus)?;
-        if let Some(c) = &mut machine.connector {
-            c.push(server.addr().to_string());
-        }
+        let server = start_server(&out_dir)?;
+        connector = Some(connector_to(server.addr())?);
         let what = format!("over HTTP from a boot server on {} (iPXE)", server.addr());
         _server = Some(server);
-        (machine, what)
+        (netboot_of(&args.variant), what)
     } else if let Some((path, format)) = disk {
         let what = format!("{} ({format})", path.display());
-        let machine = Machine {
-            boot: Boot::Disk { path, format },
-            firmware,
-            memory: args.memory.clone(),
-            cpus: args.cpus,
-            connector: None,
-            console: Console::Terminal,
-            extra: Vec::new(),
-        };
-        (machine, what)
+        (Boot::Disk { path, format }, what)
     } else {
         return Err(Failure::Config(format!(
-            "error: `{}` has nothing QEMU boots: no qcow2 or raw disk, and it is no netboot variant\n  help: add a `qcow2` output (with `kernel = true`), or `netboot = true` with a squashfs\n",
+            "error: `{}` has nothing QEMU boots: no qcow2 or raw disk, no kernel with an ext4 root, and it is no netboot variant\n  help: add a `qcow2` output or an `ext4` one (with `kernel = true`), or `netboot = true` with a squashfs\n",
             args.variant
         )));
+    };
+    let mut machine = Machine {
+        boot,
+        firmware,
+        memory: args.memory.clone(),
+        cpus: args.cpus,
+        connector,
+        console: Console::Terminal,
+        extra: Vec::new(),
     };
     machine.extra.clone_from(&args.qemu_args);
     let accel = Accel::detect();
     let mut cmd = qemu::command(&machine, &arch, accel).map_err(|e| boot_failure(&e))?;
     let _ = writeln!(
         std::io::stderr().lock(),
-        "kiln boot: {} {what}, {} firmware, {}{}; quit with Ctrl-A X",
+        "kiln boot: {} {what}, {}{}{}; quit with Ctrl-A X",
         args.variant,
-        match firmware {
-            Firmware::Bios => "BIOS",
-            Firmware::Uefi => "UEFI",
+        match (direct, firmware) {
+            (true, _) => "",
+            (false, Firmware::Bios) => "BIOS firmware, ",
+            (false, Firmware::Uefi) => "UEFI firmware, ",
         },
         accel.name(),
         if accel == Accel::Tcg {
@@ -263,32 +335,29 @@ fn case_of(
         None => None,
     };
     let memory = spec.memory.clone().unwrap_or_else(|| "2G".to_owned());
-    let (machine, netboot) = match spec.boot.as_str() {
-        "netboot" | "direct" => {
-            let Some(n) = &entry.netboot else {
+    // What boots, with which firmware, and whether the boot server runs
+    // (its address is added to the connector when it starts).
+    let (boot, firmware, netboot) = match spec.boot.as_str() {
+        "netboot" => {
+            if entry.netboot.is_none() {
                 return Err(bad(format!(
-                    "boot = \"{}\" boots a netboot variant (`netboot = true` with `kernel = true` and a squashfs, or an overlay.cpio.gz over one), and `{name}` is none",
-                    spec.boot
+                    "boot = \"netboot\" boots a netboot variant (`netboot = true` with `kernel = true` and a squashfs, or an overlay.cpio.gz over one), and `{name}` is none"
                 )));
-            };
-            let mut machine = netboot_machine(name, Firmware::Bios, &memory, 2)?;
-            if spec.boot == "direct" {
-                // QEMU hands over the kernel and initrd; the initrd fetches
-                // the rest from the boot server as over iPXE.
-                let files = format!("http://{}", qemu::GUEST_SERVER);
-                let mut options = kiln_boot::server::BootOptions::new(out_dir.clone());
-                options.console = "console=ttyS0,115200".into();
-                machine.boot = Boot::Kernel {
-                    kernel: out_dir.join(&n.kernel),
-                    initrd: out_dir.join(&n.initrd),
-                    cmdline: kiln_boot::server::netboot_cmdline(entry, &files, &options)
-                        .unwrap_or_default(),
-                };
-                if script.is_some() {
-                    return Err(bad("a script runs in netboot tests (`boot = \"netboot\"`) for now: it travels as one more overlay from the boot server".into()));
-                }
             }
-            (machine, true)
+            (netboot_of(name), Firmware::Bios, true)
+        }
+        "direct" => {
+            // QEMU hands over the kernel and initrd; a netboot variant's
+            // initrd fetches the rest from the boot server as over iPXE,
+            // any other mounts its ext4 output.
+            let boot = direct_boot(name, entry, &out_dir)
+                .map_err(|_| bad(format!(
+                    "boot = \"direct\" boots a kernel and initrd (`kernel = true`) with an `ext4` output as the root, or a netboot variant, and `{name}` is neither"
+                )))?;
+            if script.is_some() {
+                return Err(bad("a script runs in netboot tests (`boot = \"netboot\"`) for now: it travels as one more overlay from the boot server; a direct boot checks `expect`".into()));
+            }
+            (boot, Firmware::Bios, entry.netboot.is_some())
         }
         firmware @ ("bios" | "uefi") => {
             let Some((path, format)) = disk_of(entry, &out_dir) else {
@@ -299,22 +368,23 @@ fn case_of(
             if script.is_some() {
                 return Err(bad("a script runs in netboot tests (`boot = \"netboot\"`) for now; a disk test checks `expect`".into()));
             }
-            let machine = Machine {
-                boot: Boot::Disk { path, format },
-                firmware: if firmware == "uefi" {
-                    Firmware::Uefi
-                } else {
-                    Firmware::Bios
-                },
-                memory,
-                cpus: 2,
-                connector: None,
-                console: Console::Terminal,
-                extra: Vec::new(),
+            let firmware = if firmware == "uefi" {
+                Firmware::Uefi
+            } else {
+                Firmware::Bios
             };
-            (machine, false)
+            (Boot::Disk { path, format }, firmware, false)
         }
         other => return Err(bad(format!("unknown boot `{other}`"))),
+    };
+    let machine = Machine {
+        boot,
+        firmware,
+        memory,
+        cpus: 2,
+        connector: if netboot { Some(connector()?) } else { None },
+        console: Console::Terminal,
+        extra: Vec::new(),
     };
     Ok(TestCase {
         variant: name.to_owned(),

@@ -243,18 +243,22 @@ pub enum Command {
 
     /// Boot a variant in QEMU, its serial console on this terminal.
     ///
-    /// Boots what the variant's last build wrote: a netboot variant
-    /// through a boot server kiln starts on loopback and QEMU's iPXE (the
-    /// initrd fetches the squashfs and overlays over HTTP and checks
-    /// them), else its qcow2 or raw disk (SeaBIOS, or OVMF with
-    /// `--firmware uefi`; opened with `snapshot=on`, so the artifact is
-    /// never written). KVM when /dev/kvm works, TCG otherwise (slow).
+    /// Boots what the variant's last build wrote: its qcow2 or raw disk
+    /// (SeaBIOS, or OVMF with `--firmware uefi`; opened with
+    /// `snapshot=on`, so the artifact is never written); else a netboot
+    /// variant through a boot server kiln starts on loopback and QEMU's
+    /// iPXE (the initrd fetches the squashfs and overlays over HTTP and
+    /// checks them); else its kernel and initrd handed to QEMU directly
+    /// with its ext4 output as /dev/vda, as micro-VM monitors boot.
+    /// `--netboot` and `--direct` choose. KVM when /dev/kvm works, TCG
+    /// otherwise (slow).
     /// QEMU's user network is `restrict=on`: the guest reaches the boot
     /// server and nothing else. Quit with Ctrl-A X.
     ///
     /// Examples:
     ///   kiln boot web examples/netboot         netboot into RAM over HTTP
     ///   kiln boot vm-bookworm-uefi examples/cloud --firmware uefi
+    ///   kiln boot kvm examples/microvm           kernel + initrd + ext4 root
     ///   kiln boot vm examples/cloud -- -display gtk   more QEMU arguments
     #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     #[allow(clippy::doc_markdown)]
@@ -316,8 +320,15 @@ pub struct BootArgs {
 
     /// Boot over the network through a boot server on loopback (the
     /// default for a netboot variant without a disk).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "direct")]
     pub netboot: bool,
+
+    /// Hand the kernel and initrd to QEMU directly, with the `ext4` output
+    /// as the root disk (`/dev/vda`), as micro-VM monitors boot (the
+    /// default for a variant with a kernel and no disk); a netboot
+    /// variant's initrd fetches the rest from a boot server on loopback.
+    #[arg(long)]
+    pub direct: bool,
 
     /// The guest's memory.
     #[arg(long, default_value = "2G", value_name = "SIZE")]

@@ -61,7 +61,7 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 #[test]
-fn microvm_example_gives_an_flist_and_an_oci_layout() {
+fn microvm_example_gives_an_flist_an_oci_layout_and_boots_directly() {
     if skip_end_to_end() || !have("skopeo") || !have("sqlite3") {
         return;
     }
@@ -102,6 +102,135 @@ fn microvm_example_gives_an_flist_and_an_oci_layout() {
         "{}",
         cat.stderr
     );
+    if !have("qemu-system-x86_64") || !have("tmux") {
+        return;
+    }
+    // `vm` has nothing QEMU boots; each refusal says what to add.
+    let refused = kiln(dir, &["boot", "vm", "."]);
+    let direct = kiln(dir, &["boot", "vm", ".", "--direct"]);
+    insta::assert_snapshot!(
+        "kiln_boot_refuses_what_does_not_boot",
+        format!("{}\n{}", refused.stderr, direct.stderr)
+    );
+    assert_eq!((refused.code, direct.code), (2, 2));
+    // `kvm` boots as micro-VM monitors boot: QEMU is handed the kernel
+    // and initrd, the ext4 is /dev/vda; `kiln test` waits for the getty.
+    let cache = shared_cache();
+    let cache = cache.to_str().expect("utf-8");
+    let run = kiln(
+        dir,
+        &["test", ".", "--only", "kvm", "--json", "--cache-dir", cache],
+    );
+    assert_eq!(run.code, 0, "kiln test:\n{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        test_verdicts(&run.stdout),
+        [("kvm".into(), "direct".into(), "passed".into())]
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("out/manifest.json")).expect("manifest"))
+            .expect("JSON");
+    let kvm = m["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .find(|v| v["variant"] == "kvm")
+        .expect("kvm");
+    assert_eq!(kvm["test"]["passed"], true, "{kvm:#}");
+    // `kiln boot` on a real terminal (tmux): the console reaches the
+    // login prompt, and Ctrl-A X ends QEMU and kiln boot with status 0.
+    let term = Tmux::start(dir, &["boot", "kvm", "."]);
+    let screen = term.wait_for("microvm login:", Duration::from_secs(300));
+    assert!(
+        screen.contains("kiln boot: kvm kernel and initrd directly"),
+        "{screen}"
+    );
+    term.keys(&["C-a", "x"]);
+    assert_eq!(
+        term.exit_status(Duration::from_secs(30)),
+        0,
+        "{}",
+        term.screen()
+    );
+}
+
+/// `kiln ARGS` in a detached tmux session on a server of its own, the
+/// server killed when dropped.
+struct Tmux {
+    socket: String,
+    status: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmux {
+    fn start(cwd: &Path, args: &[&str]) -> Tmux {
+        let dir = tempfile::tempdir().expect("temp");
+        let status = dir.path().join("status");
+        let mut line = String::from(env!("CARGO_BIN_EXE_kiln"));
+        for a in args {
+            line.push(' ');
+            line.push_str(a);
+        }
+        line.push_str(&format!("; echo $? > {}; sleep 600", status.display()));
+        let socket = format!("kiln-test-{}", std::process::id());
+        run(Command::new("tmux")
+            .args(["-L", &socket, "new-session", "-d", "-x", "200", "-y", "50"])
+            .arg("-c")
+            .arg(cwd)
+            .arg(line));
+        Tmux {
+            socket,
+            status,
+            _dir: dir,
+        }
+    }
+
+    fn screen(&self) -> String {
+        run(Command::new("tmux").args(["-L", &self.socket, "capture-pane", "-p", "-S", "-"]))
+    }
+
+    /// Waits for `text` on the screen; returns the screen.
+    fn wait_for(&self, text: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no `{text}` after {limit:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        run(Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys"])
+            .args(keys));
+    }
+
+    /// The command's exit status, once it has ended.
+    fn exit_status(&self, limit: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Ok(text) = fs::read_to_string(&self.status) {
+                if let Ok(code) = text.trim().parse() {
+                    return code;
+                }
+            }
+            assert!(start.elapsed() < limit, "still running:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
 }
 
 /// A QEMU guest, killed when dropped.

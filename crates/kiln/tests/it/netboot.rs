@@ -52,16 +52,20 @@ fn boot_server(dir: &Path, args: &[&str]) -> (Killed, String) {
 }
 
 fn get(addr: &str, path: &str) -> (u16, String) {
+    get_with(addr, path, &["-H", "Host: 10.0.2.100"])
+}
+
+/// `GET path` from `addr` as written (`..` included), with the client's
+/// own `Host`.
+pub fn get_path(addr: &str, path: &str) -> (u16, String) {
+    get_with(addr, path, &[])
+}
+
+fn get_with(addr: &str, path: &str, args: &[&str]) -> (u16, String) {
     let out = run(Command::new("curl")
         // --path-as-is: `..` reaches the server as it was written.
-        .args([
-            "-s",
-            "--path-as-is",
-            "-H",
-            "Host: 10.0.2.100",
-            "-w",
-            "\n%{http_code}",
-        ])
+        .args(["-s", "--path-as-is", "-w", "\n%{http_code}"])
+        .args(args)
         .arg(format!("http://{addr}{path}")));
     let (body, code) = out.rsplit_once('\n').expect("a status line");
     (code.trim().parse().expect("a status"), body.to_owned())

@@ -711,6 +711,45 @@ fn a_git_push_builds_survives_a_crash_reports_statuses_and_rebuilds_only_the_cha
         get(&server.url("/artifacts/images/main/latest/app/../../x")).0,
         404
     );
+    // A job's artifacts are also a boot root: its whole manifest, a menu
+    // (nothing here boots: no netboot variant, no raw disk), its files
+    // with ranges, under `/boot/REPO/JOB/` and `/boot/REPO/BRANCH/latest/`.
+    let kept: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(setup.data().join("artifacts/images/2/manifest.json"))
+            .expect("the job's manifest"),
+    )
+    .expect("JSON");
+    let kept: Vec<&str> = kept["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .filter_map(|v| v["variant"].as_str())
+        .collect();
+    assert_eq!(kept, ["app", "base"]);
+    let (status, menu) = get(&server.url("/boot/images/2/menu.ipxe"));
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&menu).starts_with("#!ipxe\necho kiln: nothing here boots"),
+        "{}",
+        String::from_utf8_lossy(&menu)
+    );
+    let ranged = Command::new("curl")
+        .args(["-sf", "-r", "0-15"])
+        .arg(server.url(&format!("/boot/images/main/latest/files/app/{name}")))
+        .output()
+        .expect("curl");
+    assert!(ranged.status.success(), "{ranged:?}");
+    assert_eq!(ranged.stdout, &bytes[..16], "a range of job 2's file");
+    for (path, status) in [
+        ("/boot/images/9/menu.ipxe", 404),
+        ("/boot/images/main/files/app/x", 404),
+        ("/boot/images/2/app.ipxe", 404),
+        ("/boot/images/2/files/app/../../1/manifest.json", 404),
+    ] {
+        let (code, body) = crate::netboot::get_path(&format!("127.0.0.1:{port}"), path);
+        assert_eq!(code, status, "{path}: {body}");
+        assert!(body.starts_with("{\"error\":"), "{path}: {body}");
+    }
 
     // Commit statuses: pending, then success, with sha, target_url and the
     // token; the one answered 500 was sent again and the log says so.
