@@ -1,7 +1,8 @@
 //! The netboot example end to end: built, served by `kiln boot-server`,
 //! booted over HTTP through QEMU's iPXE by `kiln test` (TCG here), and
 //! the boot script's failures (a changed overlay, a 404, a connection
-//! dropped mid-file, `kiln.on_fail=reboot`) seen on the console. Root,
+//! dropped mid-file, a base too big for the RAM, `kiln.on_fail=reboot`)
+//! seen on the console. Root,
 //! the Debian archive and `qemu-system-x86_64` are needed.
 
 use std::fs;
@@ -126,13 +127,25 @@ fn boot_direct(
     markers: &[&str],
     console: &Path,
 ) -> (String, bool) {
+    boot_direct_with("1G", dir, cmdline, server, markers, console)
+}
+
+/// [`boot_direct`] with `memory` of RAM.
+fn boot_direct_with(
+    memory: &str,
+    dir: &Path,
+    cmdline: &str,
+    server: &str,
+    markers: &[&str],
+    console: &Path,
+) -> (String, bool) {
     let kiln = env!("CARGO_BIN_EXE_kiln");
     let child = Command::new("qemu-system-x86_64")
         .args([
             "-machine",
             "accel=tcg",
             "-m",
-            "1G",
+            memory,
             "-smp",
             "2",
             "-no-reboot",
@@ -497,4 +510,26 @@ fn netboot_example_boots_over_http_passes_its_test_and_says_what_failed() {
         "no retry after the drop:\n{}",
         tail(console.as_bytes())
     );
+    // 4. Too little RAM for the base (checked against its Content-Length
+    //    before a byte is fetched; a sparse 3 GiB file as the base, 1 GiB
+    //    of RAM): said with both figures, retried, then the rescue shell.
+    let huge = dir.join("out/huge.squashfs");
+    fs::File::create(&huge)
+        .and_then(|f| f.set_len(3 << 30))
+        .expect("sparse file");
+    let cmdline = web_cmdline(&addr, "kiln.retries=2")
+        .replace("kiln.base=base/base-r0.squashfs", "kiln.base=huge.squashfs");
+    assert!(cmdline.contains("kiln.base=huge.squashfs"), "{cmdline}");
+    let (console, _) = boot_direct(
+        dir,
+        &cmdline,
+        &addr,
+        &["This is a rescue shell"],
+        &scratch.path().join("ram.log"),
+    );
+    let said = console.lines().find(|l| {
+        l.contains("huge.squashfs: it needs 3072 MiB of RAM and ")
+            && l.contains(" MiB are free (try 1 of 2")
+    });
+    assert!(said.is_some(), "{}", tail(console.as_bytes()));
 }
